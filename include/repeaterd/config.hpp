@@ -1,0 +1,137 @@
+// repeaterd's configuration: the one YAML file an operator writes (spec §2).
+//
+// load_config() reads and validates the whole file and reports every problem at once as
+// `FILE:LINE:COL: message`; a Config that comes back is complete and consistent (every
+// repeater names an existing connection, every secret was resolved). Plain data, no I/O after
+// loading; safe to copy and to read from any thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "repeaterd/time.hpp"
+
+namespace repeaterd::config {
+
+// A secret's resolved value. Never print `value`; `origin` says where it came from
+// ("env REPEATERD_TOKEN_DEMO", "file /etc/...", "inline") and is safe to print.
+struct Secret {
+  std::string value;
+  std::string origin;
+};
+
+struct Listen {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::uint64_t max_body = 10ull << 20;  // larger submissions get 413. Default: 10MiB
+  std::uint64_t max_header = 16ull << 10;  // request line + headers. Default: 16KiB
+  Duration read_timeout = std::chrono::seconds(30);  // to receive a whole request. Default: 30s
+  Duration idle_timeout = std::chrono::seconds(60);  // keep-alive between requests. Default: 60s
+  std::uint32_t max_connections = 1024;  // concurrent client connections. Default: 1024
+};
+
+struct IngestToken {
+  std::string domain;
+  Secret token;
+};
+
+struct Storage {
+  std::string path = "/var/lib/repeaterd/repeaterd.db";
+  Duration retention = std::chrono::hours(24 * 30);  // Default: 30d
+};
+
+struct Log {
+  std::string events_file = "/var/log/repeaterd/events.log";
+  std::string level = "info";  // trace | debug | info | warn | error
+  Duration queue_summary_every = std::chrono::seconds(60);
+};
+
+struct ConnectionTls {
+  bool verify = true;  // false: accept any certificate (warned at every start)
+  std::string ca_file;  // extra trust anchors, in addition to the system store
+};
+
+struct Connection {
+  std::string name;
+  std::string url;  // http:// or https://, no fragment
+  std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
+  ConnectionTls tls;
+  Duration connect_timeout = std::chrono::seconds(10);  // resolve + connect + TLS handshake
+  Duration timeout = std::chrono::seconds(60);          // whole request, send to last byte
+  std::uint32_t max_in_flight = 4;                      // concurrent requests
+};
+
+struct Retry {
+  Duration initial = std::chrono::minutes(1);
+  double multiplier = 3.0;
+  Duration max_delay = std::chrono::hours(24);
+  std::uint32_t max_attempts = 8;
+  std::uint32_t max_attempts_client_error = 3;
+  double jitter = 0.2;  // delays are spread uniformly by ±jitter
+};
+
+enum class RepeaterType { form };
+enum class PayloadFormat { xml };
+
+struct Repeater {
+  std::string name;
+  std::optional<std::string> domain;  // nullopt: every domain
+  RepeaterType type = RepeaterType::form;
+  std::string connection;
+  PayloadFormat format = PayloadFormat::xml;
+  std::string method = "POST";  // POST | PUT | PATCH
+  bool include_app_id_param = true;
+  bool paused = false;
+  Retry retry;
+};
+
+struct Config {
+  std::string file;  // the path it was loaded from
+  Listen listen;
+  std::vector<IngestToken> ingest_tokens;
+  Storage storage;
+  Log log;
+  std::vector<Connection> connections;
+  std::vector<Repeater> repeaters;
+
+  const Connection* find_connection(const std::string& name) const;
+  const Repeater* find_repeater(const std::string& name) const;
+};
+
+enum class Severity { error, warning };
+
+struct Diagnostic {
+  std::string file;
+  int line = 0;    // 1-based; 0 when the problem is not at a place in the file
+  int column = 0;  // 1-based
+  std::string message;  // never contains a secret's value
+  Severity severity = Severity::error;
+  // FILE:LINE:COL: message (FILE: message when line is 0); a warning reads
+  // FILE:LINE:COL: warning: message, so that printing both lists the same way cannot make a
+  // warning look like an error.
+  std::string to_string() const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;         // set when there are no errors
+  std::vector<Diagnostic> errors;       // every error found, in file order
+  std::vector<Diagnostic> warnings;     // e.g. inline secrets, tls.verify: false
+};
+
+// Reads, parses and validates `path`. `env` looks up environment variables (injectable for tests;
+// nullptr uses the process environment). Relative paths in the file (storage.path, events_file,
+// *_file secrets, ca_file) are taken relative to the process's working directory.
+LoadResult load_config(const std::string& path,
+                       const std::map<std::string, std::string>* env = nullptr);
+
+// The same, from text already in memory; `file` names it in diagnostics.
+LoadResult load_config_text(const std::string& text, const std::string& file,
+                            const std::map<std::string, std::string>* env = nullptr);
+
+const char* to_string(RepeaterType t);
+const char* to_string(PayloadFormat f);
+
+}  // namespace repeaterd::config

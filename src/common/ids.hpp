@@ -1,0 +1,17 @@
+// Identifiers repeaterd makes: record ids (UUIDv7, so they sort by creation time and page
+// well) and per-attempt request ids (UUIDv4).
+#pragma once
+
+#include <string>
+
+#include "repeaterd/time.hpp"
+
+namespace repeaterd {
+
+std::string uuid_v4();
+std::string uuid_v7(Micros now);
+
+// Lowercase hex SHA-256 of `data`.
+std::string sha256_hex(std::string_view data);
+
+}  // namespace repeaterd

@@ -1,0 +1,80 @@
+#include "payload/xform.hpp"
+
+#include <pugixml.hpp>
+
+#include <algorithm>
+#include <string>
+
+namespace repeaterd::payload {
+namespace {
+
+// pugixml reports a byte offset; people want line and column.
+std::pair<long, long> line_column(std::string_view text, std::ptrdiff_t offset) {
+  long line = 1, col = 1;
+  const auto end = std::min<std::size_t>(static_cast<std::size_t>(std::max<std::ptrdiff_t>(offset, 0)), text.size());
+  for (std::size_t i = 0; i < end; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return {line, col};
+}
+
+pugi::xml_node child_named(pugi::xml_node parent, std::string_view local) {
+  for (auto c : parent.children()) {
+    if (c.type() == pugi::node_element && local_name(c.name()) == local) return c;
+  }
+  return {};
+}
+
+std::string trimmed(std::string_view s) {
+  const auto ws = " \t\r\n";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(ws);
+  return std::string(s.substr(b, e - b + 1));
+}
+
+}  // namespace
+
+std::string_view local_name(std::string_view qualified) {
+  const auto colon = qualified.find(':');
+  return colon == std::string_view::npos ? qualified : qualified.substr(colon + 1);
+}
+
+Result<XForm> parse_xform(std::string_view body) {
+  if (body.empty()) return make_error("the request body is empty: expected an XForm instance (XML)");
+  pugi::xml_document doc;
+  const auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default, pugi::encoding_auto);
+  if (!parsed) {
+    const auto [line, col] = line_column(body, parsed.offset);
+    return make_error("malformed XML at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " +
+                      parsed.description());
+  }
+  auto root = doc.document_element();
+  if (!root) return make_error("the XML has no root element: expected an XForm instance");
+
+  XForm form;
+  form.xmlns = root.attribute("xmlns").value();
+
+  // meta is a child of the form's root in every client we know; the legacy spelling is Meta/uid.
+  pugi::xml_node id_node;
+  if (auto meta = child_named(root, "meta")) id_node = child_named(meta, "instanceID");
+  if (!id_node) {
+    if (auto meta = child_named(root, "Meta")) id_node = child_named(meta, "uid");
+  }
+  if (!id_node) {
+    return make_error("the form has no meta/instanceID element: every XForm submission needs a unique "
+                      "<meta><instanceID>…</instanceID></meta> under its root element <" +
+                      std::string(root.name()) + ">");
+  }
+  form.instance_id = trimmed(id_node.child_value());
+  if (form.instance_id.empty()) return make_error("the form's meta/instanceID is empty: it must hold the form's unique id");
+  if (form.instance_id.size() > 255) return make_error("the form's meta/instanceID is longer than 255 characters");
+  return form;
+}
+
+}  // namespace repeaterd::payload

@@ -1,0 +1,324 @@
+#include "scheduler/scheduler.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/algorithm/string/predicate.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "scheduler/retry_policy.hpp"
+#include "sender/http_client.hpp"
+#include "store/async.hpp"
+
+namespace repeaterd::scheduler {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+
+namespace {
+
+constexpr auto kStoreRetryDelay = std::chrono::seconds(1);
+
+// Runs a coroutine that must never take the daemon down: whatever escapes is logged.
+void spawn_logged(asio::any_io_executor ex, awaitable<void> task, std::string what) {
+  asio::co_spawn(ex, std::move(task), [what = std::move(what)](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& err) {
+      spdlog::error("{}: {}", what, err.what());
+    }
+  });
+}
+
+nlohmann::json record_fields(const store::ClaimedRecord& r, const std::string& connection) {
+  return {{"record_id", r.id},          {"repeater", r.repeater},         {"connection", connection},
+          {"domain", r.domain},         {"payload_type", r.payload_type}, {"payload_id", r.payload_id},
+          {"attempt", r.attempt}};
+}
+
+std::string headers_json(const sender::Headers& headers) {
+  nlohmann::json h = nlohmann::json::object();
+  for (const auto& [k, v] : headers) {
+    auto& slot = h[k];
+    slot = slot.is_null() ? v : slot.get<std::string>() + ", " + v;
+  }
+  return h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Micros sleep_micros(Micros until) { return std::max<Micros>(0, until - now_micros()); }
+
+}  // namespace
+
+// One connection's share of the queue: its repeaters, its client, its in-flight slots.
+class Worker {
+ public:
+  Worker(asio::any_io_executor ex, const config::Connection& connection, store::Store& store, EventLog& events)
+      : executor_(ex),
+        connection_(connection),
+        store_(store),
+        events_(events),
+        client_(ex, connection),
+        timer_(ex),
+        random_(std::random_device{}()) {}
+
+  void add_repeater(const config::Repeater& r) {
+    repeaters_[r.name] = &r;
+    if (!r.paused) active_.push_back(r.name);
+  }
+
+  void start() { spawn_logged(executor_, run(), "scheduler[" + connection_.name + "]"); }
+
+  void wake() {
+    dirty_ = true;
+    timer_.cancel();
+  }
+
+  void stop() {
+    stopping_ = true;
+    timer_.cancel();
+    client_.close_idle();
+  }
+
+  std::size_t in_flight() const { return in_flight_; }
+
+ private:
+  awaitable<void> run() {
+    while (!stopping_) {
+      dirty_ = false;
+      const std::size_t free = connection_.max_in_flight - in_flight_;
+      std::optional<Micros> next_due;
+      if (free > 0 && !active_.empty()) {
+        auto claim = co_await store::async_run<store::Claim>(
+            store_, [repeaters = active_, free](store::Db& db) {
+              return store::Store::claim(db, repeaters, free, now_micros());
+            });
+        if (!claim.ok()) {
+          spdlog::error("scheduler[{}]: cannot claim due records: {}", connection_.name, claim.error().message);
+          next_due = now_micros() + std::chrono::microseconds(kStoreRetryDelay).count();
+        } else {
+          for (auto& rec : claim->records) {
+            ++in_flight_;
+            spawn_logged(executor_, attempt(std::move(rec)), "attempt[" + connection_.name + "]");
+          }
+          next_due = claim->next_due;
+        }
+      }
+      if (stopping_) break;
+      if (dirty_) continue;
+      if (in_flight_ >= connection_.max_in_flight || !next_due) {
+        timer_.expires_at(asio::steady_timer::time_point::max());  // until woken
+      } else {
+        timer_.expires_after(std::chrono::microseconds(sleep_micros(*next_due)));
+      }
+      co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
+  awaitable<void> attempt(store::ClaimedRecord rec) {
+    const config::Repeater* repeater = repeaters_.at(rec.repeater);
+    sender::Request req;
+    req.method = repeater->method;
+    req.query = rec.query;
+    req.headers.emplace_back("Content-Type", rec.content_type);
+    if (auto extra = nlohmann::json::parse(rec.headers_json, nullptr, false); extra.is_object()) {
+      for (auto& [k, v] : extra.items()) req.headers.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+    }
+    req.headers.emplace_back("Idempotency-Key", rec.id);
+    req.headers.emplace_back("X-Request-Id", rec.request_id);
+    req.body = std::move(rec.body);
+
+    sender::Response resp = co_await client_.send(std::move(req));
+
+    const ErrorClass cls = classify(resp);
+    std::optional<Duration> retry_after;
+    if (resp.outcome == sender::Outcome::response && (resp.status == 429 || resp.status == 503)) {
+      for (const auto& [k, v] : resp.headers) {
+        if (boost::iequals(k, "Retry-After")) retry_after = parse_retry_after(v, now_micros());
+      }
+    }
+    const int client_errors = rec.client_errors + (cls == ErrorClass::client_error ? 1 : 0);
+    const std::string error = cls == ErrorClass::success ? std::string() : describe(resp);
+    const Decision d = decide(repeater->retry, cls, rec.attempt, client_errors, retry_after, error, now_micros(),
+                              std::uniform_real_distribution<double>(0.0, 1.0)(random_));
+
+    store::AttemptOutcome out;
+    out.attempt_row = rec.attempt_row;
+    out.record_id = rec.id;
+    out.succeeded = cls == ErrorClass::success;
+    if (resp.outcome == sender::Outcome::response) out.http_status = resp.status;
+    out.response_headers_json = headers_json(resp.headers);
+    out.response_body = resp.body;
+    out.error = error;
+    out.duration_ms = resp.duration.count();
+    out.client_error = cls == ErrorClass::client_error;
+    out.new_state = d.next == Decision::Next::succeeded ? store::RecordState::succeeded
+                    : d.next == Decision::Next::retry   ? store::RecordState::failed
+                                                        : store::RecordState::cancelled;
+    out.next_attempt_at = d.next_attempt_at;
+    out.reason = d.reason;
+
+    // The outcome must reach the database; until it does the record stays claimed. If we are
+    // stopping, the next start finds the attempt in flight and records it as interrupted.
+    for (;;) {
+      auto stored = co_await store::async_run<bool>(store_, [out](store::Db& db) {
+        store::Store::finish(db, out, now_micros());
+        return true;
+      });
+      if (stored.ok()) break;
+      spdlog::error("scheduler[{}]: cannot store the outcome of record {}: {}; retrying", connection_.name, rec.id,
+                    stored.error().message);
+      if (stopping_) break;
+      asio::steady_timer t(executor_, kStoreRetryDelay);
+      co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+
+    auto fields = record_fields(rec, connection_.name);
+    fields["duration_ms"] = out.duration_ms;
+    if (out.http_status) fields["http_status"] = *out.http_status;
+    fields["state"] = store::to_string(out.new_state);
+    if (out.succeeded) {
+      events_.emit("attempt.succeeded", fields);
+    } else {
+      fields["error"] = error;
+      if (d.next_attempt_at) fields["next_attempt_at"] = format_iso8601(*d.next_attempt_at);
+      events_.emit("attempt.failed", fields);
+      if (d.next == Decision::Next::cancel) {
+        auto c = record_fields(rec, connection_.name);
+        c["state"] = "cancelled";
+        c["error"] = d.reason;
+        events_.emit("record.cancelled", c);
+      }
+    }
+    --in_flight_;
+    wake();
+  }
+
+  asio::any_io_executor executor_;
+  const config::Connection& connection_;
+  store::Store& store_;
+  EventLog& events_;
+  sender::HttpClient client_;
+  asio::steady_timer timer_;
+  std::mt19937_64 random_;
+  std::map<std::string, const config::Repeater*> repeaters_;
+  std::vector<std::string> active_;  // repeaters that are not paused
+  std::size_t in_flight_ = 0;
+  bool dirty_ = false;     // woken while not waiting: look again before sleeping
+  bool stopping_ = false;
+};
+
+struct Scheduler::Timers {
+  explicit Timers(asio::any_io_executor ex) : summary(ex), purge(ex) {}
+  asio::steady_timer summary;
+  asio::steady_timer purge;
+};
+
+Scheduler::Scheduler(asio::any_io_executor executor, const config::Config& config, store::Store& store,
+                     EventLog& events)
+    : executor_(executor), config_(config), store_(store), events_(events),
+      timers_(std::make_unique<Timers>(executor)) {
+  std::map<std::string, Worker*> by_connection;
+  for (const auto& c : config_.connections) {
+    workers_.push_back(std::make_unique<Worker>(executor_, c, store_, events_));
+    by_connection[c.name] = workers_.back().get();
+  }
+  for (const auto& r : config_.repeaters) {
+    Worker* w = by_connection.at(r.connection);
+    w->add_repeater(r);
+    worker_of_repeater_[r.name] = w;
+  }
+}
+
+Scheduler::~Scheduler() = default;
+
+void Scheduler::start() {
+  for (auto& w : workers_) w->start();
+  spawn_logged(executor_, summarize_every(), "queue summary");
+  spawn_logged(executor_, purge_every(), "retention purge");
+}
+
+void Scheduler::notify(const std::string& repeater) {
+  if (auto it = worker_of_repeater_.find(repeater); it != worker_of_repeater_.end()) it->second->wake();
+}
+
+std::size_t Scheduler::in_flight() const {
+  std::size_t n = 0;
+  for (const auto& w : workers_) n += w->in_flight();
+  return n;
+}
+
+awaitable<void> Scheduler::drain(Duration grace) {
+  stopping_ = true;
+  timers_->summary.cancel();
+  timers_->purge.cancel();
+  for (auto& w : workers_) w->stop();
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  asio::steady_timer t(executor_);
+  while (in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  if (const auto left = in_flight(); left > 0) {
+    spdlog::warn("scheduler: {} attempt(s) still in flight after the {} ms grace period; they will be "
+                 "recorded as interrupted and sent again at the next start",
+                 left, grace.count());
+  }
+}
+
+awaitable<void> Scheduler::summarize_every() {
+  while (!stopping_) {
+    timers_->summary.expires_after(config_.log.queue_summary_every);
+    co_await timers_->summary.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (stopping_) break;
+    const Micros now = now_micros();
+    auto s = co_await store::async_run<std::vector<store::RepeaterSummary>>(
+        store_, [now](store::Db& db) { return store::Store::summarize(db, now); });
+    if (!s.ok()) {
+      spdlog::error("queue summary: {}", s.error().message);
+      continue;
+    }
+    nlohmann::json reps = nlohmann::json::array();
+    for (const auto& r : *s) {
+      const config::Repeater* cfg = config_.find_repeater(r.repeater);
+      nlohmann::json j = {{"repeater", r.repeater},   {"pending", r.pending},     {"failed", r.failed},
+                          {"succeeded", r.succeeded}, {"cancelled", r.cancelled},
+                          {"oldest_due_age_ms", r.oldest_due ? (now - *r.oldest_due) / 1000 : 0}};
+      j["connection"] = cfg != nullptr ? nlohmann::json(cfg->connection) : nlohmann::json(nullptr);
+      // A repeater removed from the config keeps its records; say so rather than hide them.
+      if (cfg == nullptr) j["configured"] = false;
+      else if (cfg->paused) j["paused"] = true;
+      reps.push_back(std::move(j));
+    }
+    events_.emit("queue.summary", {{"repeaters", std::move(reps)}});
+  }
+}
+
+awaitable<void> Scheduler::purge_every() {
+  const Duration every = std::min<Duration>(std::chrono::hours(1), config_.storage.retention);
+  while (!stopping_) {
+    timers_->purge.expires_after(every);
+    co_await timers_->purge.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (stopping_) break;
+    const Micros cutoff = now_micros() - std::chrono::duration_cast<std::chrono::microseconds>(config_.storage.retention).count();
+    std::int64_t total = 0;
+    // Small batches keep each transaction short so ingest never waits long behind a purge.
+    for (;;) {
+      auto n = co_await store::async_run<std::int64_t>(
+          store_, [cutoff](store::Db& db) { return store::Store::purge(db, cutoff, 500); });
+      if (!n.ok()) {
+        spdlog::error("retention purge: {}", n.error().message);
+        break;
+      }
+      total += *n;
+      if (*n < 500 || stopping_) break;
+    }
+    if (total > 0) spdlog::info("retention purge: removed {} finished record(s) older than the retention", total);
+  }
+}
+
+}  // namespace repeaterd::scheduler

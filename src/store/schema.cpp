@@ -1,0 +1,96 @@
+// The database schema as numbered migrations. A database records how far it got in
+// PRAGMA user_version; open() applies the rest in one transaction. Never edit a migration
+// that has shipped: add the next one.
+#include "store/schema.hpp"
+
+#include <array>
+#include <string>
+
+#include "store/sqlite.hpp"
+
+namespace repeaterd::store {
+namespace {
+
+constexpr std::array kMigrations = {
+    // 1: payloads, records, attempts.
+    R"sql(
+CREATE TABLE payloads (
+  id           INTEGER PRIMARY KEY,
+  domain       TEXT    NOT NULL,
+  payload_type TEXT    NOT NULL,
+  payload_id   TEXT    NOT NULL,
+  xmlns        TEXT    NOT NULL DEFAULT '',
+  app_id       TEXT    NOT NULL DEFAULT '',
+  content_type TEXT    NOT NULL,
+  body         BLOB    NOT NULL,
+  sha256       TEXT    NOT NULL,
+  received_on  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX payloads_by_id ON payloads(domain, payload_type, payload_id);
+
+CREATE TABLE records (
+  id              TEXT    PRIMARY KEY,
+  payload         INTEGER NOT NULL REFERENCES payloads(id),
+  repeater        TEXT    NOT NULL,
+  state           TEXT    NOT NULL CHECK (state IN ('pending', 'failed', 'succeeded', 'cancelled')),
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  client_errors   INTEGER NOT NULL DEFAULT 0,
+  created_at      INTEGER NOT NULL,
+  updated_at      INTEGER NOT NULL,
+  -- When the next attempt is due. NULL while an attempt is in flight and once terminal, so
+  -- the due index holds exactly the records the scheduler may claim.
+  next_attempt_at INTEGER,
+  reason          TEXT    NOT NULL DEFAULT '',
+  content_type    TEXT    NOT NULL,
+  query           TEXT    NOT NULL DEFAULT '',
+  headers         TEXT    NOT NULL DEFAULT '{}',
+  body            BLOB
+) STRICT;
+CREATE INDEX records_due ON records(repeater, next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX records_by_payload ON records(payload);
+
+CREATE TABLE attempts (
+  id               INTEGER PRIMARY KEY,
+  record           TEXT    NOT NULL REFERENCES records(id),
+  number           INTEGER NOT NULL,
+  started_at       INTEGER NOT NULL,
+  duration_ms      INTEGER,
+  outcome          TEXT    NOT NULL CHECK (outcome IN ('in_flight', 'succeeded', 'failed', 'interrupted')),
+  http_status      INTEGER,
+  response_headers TEXT    NOT NULL DEFAULT '{}',
+  response_body    BLOB,
+  error            TEXT    NOT NULL DEFAULT '',
+  request_id       TEXT    NOT NULL
+) STRICT;
+CREATE INDEX attempts_by_record ON attempts(record, number);
+CREATE INDEX attempts_in_flight ON attempts(outcome) WHERE outcome = 'in_flight';
+)sql",
+};
+
+}  // namespace
+
+int schema_version() { return static_cast<int>(kMigrations.size()); }
+
+void migrate(Db& db) {
+  auto& get = db.prepare("PRAGMA user_version");
+  get.step();
+  const auto have = get.int64(0);
+  get.reset();
+  if (have > schema_version()) {
+    throw SqliteError(SQLITE_ERROR, "database schema version " + std::to_string(have) +
+                                        " is newer than this repeaterd understands (" +
+                                        std::to_string(schema_version()) + "); upgrade repeaterd");
+  }
+  if (have == schema_version()) return;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    for (auto v = have; v < schema_version(); ++v) db.exec(kMigrations[static_cast<std::size_t>(v)]);
+    db.exec(("PRAGMA user_version = " + std::to_string(schema_version())).c_str());
+    db.exec("COMMIT");
+  } catch (...) {
+    db.exec("ROLLBACK");
+    throw;
+  }
+}
+
+}  // namespace repeaterd::store

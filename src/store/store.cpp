@@ -1,0 +1,338 @@
+#include "store/store.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <exception>
+#include <filesystem>
+#include <map>
+
+#include "common/ids.hpp"
+#include "store/schema.hpp"
+#include "store/sqlite.hpp"
+
+namespace repeaterd::store {
+
+const char* to_string(RecordState s) {
+  switch (s) {
+    case RecordState::pending: return "pending";
+    case RecordState::failed: return "failed";
+    case RecordState::succeeded: return "succeeded";
+    case RecordState::cancelled: return "cancelled";
+  }
+  return "?";
+}
+
+Result<std::unique_ptr<Store>> Store::open(const Options& options) {
+  try {
+    std::error_code ec;
+    auto parent = std::filesystem::path(options.path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    auto db = std::make_unique<Db>(options.path, Db::Mode::read_write);
+    sqlite3_busy_timeout(db->handle(), options.busy_timeout_ms);
+    // WAL lets readers (admin, sqlite3 CLI) work beside the writer; FULL syncs the WAL on
+    // every commit because a 2xx promises the payload survives power loss.
+    db->exec("PRAGMA journal_mode = WAL");
+    db->exec("PRAGMA synchronous = FULL");
+    db->exec("PRAGMA foreign_keys = ON");
+    migrate(*db);
+
+    // Attempts that were in flight when the previous process died: keep them in the
+    // history as interrupted and make their records due again at once.
+    const Micros now = now_micros();
+    db->exec("BEGIN IMMEDIATE");
+    auto& due = db->prepare(
+        "UPDATE records SET next_attempt_at = ?1, updated_at = ?1 "
+        "WHERE id IN (SELECT record FROM attempts WHERE outcome = 'in_flight')");
+    const int requeued = StmtGuard(due)->bind(1, now).run();
+    auto& mark = db->prepare(
+        "UPDATE attempts SET outcome = 'interrupted', "
+        "error = 'repeaterd stopped while this attempt was in flight; the record is sent again' "
+        "WHERE outcome = 'in_flight'");
+    const int interrupted = StmtGuard(mark)->run();
+    db->exec("COMMIT");
+    if (interrupted > 0) {
+      spdlog::warn("store: {} attempt(s) were in flight when repeaterd last stopped; recorded as "
+                   "interrupted, {} record(s) due again now",
+                   interrupted, requeued);
+    }
+    return std::unique_ptr<Store>(new Store(std::move(db), options));
+  } catch (const SqliteError& e) {
+    return make_error("cannot open the queue database " + options.path + ": " + e.what());
+  } catch (const std::exception& e) {
+    return make_error("cannot open the queue database " + options.path + ": " + e.what());
+  }
+}
+
+Store::Store(std::unique_ptr<Db> db, Options options) : options_(std::move(options)), db_(std::move(db)) {
+  writer_ = std::thread([this] { writer_loop(); });
+}
+
+Store::~Store() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  writer_.join();
+}
+
+void Store::submit(Job job, Done done) {
+  bool accepted = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      queue_.push_back(Pending{std::move(job), std::move(done)});
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    done(make_error("the queue database is shutting down"));
+    return;
+  }
+  cv_.notify_one();
+}
+
+std::uint64_t Store::batches_committed() const {
+  std::lock_guard lock(mu_);
+  return batches_;
+}
+
+std::uint64_t Store::jobs_committed() const {
+  std::lock_guard lock(mu_);
+  return jobs_;
+}
+
+void Store::writer_loop() {
+  std::vector<Pending> batch;
+  std::vector<Status> results;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) break;
+      const std::size_t n = std::min(queue_.size(), options_.max_batch);
+      for (std::size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+
+    results.assign(batch.size(), Status(Ok{}));
+    Status commit = Ok{};
+    try {
+      db_->exec("BEGIN IMMEDIATE");
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        db_->exec("SAVEPOINT job");
+        try {
+          batch[i].job(*db_);
+          db_->exec("RELEASE job");
+        } catch (const std::exception& e) {
+          results[i] = make_error(e.what());
+          db_->exec("ROLLBACK TO job");
+          db_->exec("RELEASE job");
+        }
+      }
+      db_->exec("COMMIT");
+    } catch (const std::exception& e) {
+      commit = make_error(std::string("the queue database could not commit: ") + e.what());
+      try {
+        if (sqlite3_get_autocommit(db_->handle()) == 0) db_->exec("ROLLBACK");
+      } catch (const std::exception& e2) {
+        spdlog::error("store: rollback failed: {}", e2.what());
+      }
+      spdlog::error("store: {}", commit.error().message);
+    }
+
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      batch[i].done(commit.ok() ? std::move(results[i]) : commit);
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (commit.ok()) {
+        ++batches_;
+        jobs_ += batch.size();
+      }
+    }
+    batch.clear();
+  }
+}
+
+IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRecord>& records, Micros now) {
+  IngestResult out;
+  const std::string digest = sha256_hex(p.body);
+  {
+    StmtGuard dup(db.prepare(
+        "SELECT 1 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 AND sha256 = ?4"));
+    dup->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, digest);
+    if (dup->step()) {
+      out.duplicate = true;
+      return out;
+    }
+  }
+  {
+    StmtGuard ins(db.prepare(
+        "INSERT INTO payloads (domain, payload_type, payload_id, xmlns, app_id, content_type, body, sha256, "
+        "received_on) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+    ins->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, p.xmlns).bind(5, p.app_id);
+    ins->bind(6, p.content_type).bind_blob(7, p.body).bind(8, digest).bind(9, p.received_on);
+    ins->run();
+  }
+  const std::int64_t payload_row = db.last_insert_rowid();
+  StmtGuard rec(db.prepare(
+      "INSERT INTO records (id, payload, repeater, state, created_at, updated_at, next_attempt_at, content_type, "
+      "query, headers, body) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?5, ?6, ?7, ?8)"));
+  for (const auto& r : records) {
+    rec->bind(1, r.id).bind(2, payload_row).bind(3, r.repeater).bind(4, now).bind(5, r.content_type);
+    rec->bind(6, r.query).bind(7, r.headers_json);
+    if (r.body) rec->bind_blob(8, *r.body); else rec->bind_null(8);
+    rec->run();
+    rec->reset();
+    out.record_ids.push_back(r.id);
+  }
+  return out;
+}
+
+Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now) {
+  Claim out;
+  // Per repeater, the oldest due ids straight from the due index; then the oldest overall.
+  std::vector<std::pair<Micros, std::string>> due;
+  {
+    StmtGuard q(db.prepare(
+        "SELECT id, next_attempt_at FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL "
+        "AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3"));
+    for (const auto& r : repeaters) {
+      q->bind(1, r).bind(2, now).bind(3, static_cast<std::int64_t>(limit));
+      while (q->step()) due.emplace_back(q->int64(1), q->text(0));
+      q->reset();
+    }
+  }
+  std::sort(due.begin(), due.end());
+  if (due.size() > limit) due.resize(limit);
+
+  StmtGuard take(db.prepare(
+      "UPDATE records SET next_attempt_at = NULL, attempts = attempts + 1, updated_at = ?2 "
+      "WHERE id = ?1 AND next_attempt_at IS NOT NULL "
+      "RETURNING repeater, attempts, client_errors, content_type, query, headers, body, payload"));
+  StmtGuard payload(db.prepare("SELECT domain, payload_type, payload_id, body FROM payloads WHERE id = ?1"));
+  StmtGuard attempt(db.prepare(
+      "INSERT INTO attempts (record, number, started_at, outcome, request_id) VALUES (?1, ?2, ?3, 'in_flight', ?4)"));
+  for (auto& [at, id] : due) {
+    take->bind(1, id).bind(2, now);
+    if (!take->step()) {
+      take->reset();
+      continue;
+    }
+    ClaimedRecord c;
+    c.id = id;
+    c.repeater = take->text(0);
+    c.attempt = static_cast<int>(take->int64(1));
+    c.client_errors = static_cast<int>(take->int64(2));
+    c.content_type = take->text(3);
+    c.query = take->text(4);
+    c.headers_json = take->text(5);
+    const bool own_body = !take->is_null(6);
+    if (own_body) c.body = take->text(6);
+    const std::int64_t payload_row = take->int64(7);
+    take->step();  // finish the RETURNING statement before reusing it
+    take->reset();
+
+    payload->bind(1, payload_row);
+    if (payload->step()) {
+      c.domain = payload->text(0);
+      c.payload_type = payload->text(1);
+      c.payload_id = payload->text(2);
+      if (!own_body) c.body = payload->text(3);
+    }
+    payload->reset();
+
+    c.request_id = uuid_v4();
+    attempt->bind(1, c.id).bind(2, c.attempt).bind(3, now).bind(4, c.request_id);
+    attempt->run();
+    attempt->reset();
+    c.attempt_row = db.last_insert_rowid();
+    out.records.push_back(std::move(c));
+  }
+
+  StmtGuard next(db.prepare(
+      "SELECT MIN(next_attempt_at) FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL"));
+  for (const auto& r : repeaters) {
+    next->bind(1, r);
+    if (next->step() && !next->is_null(0)) {
+      const Micros t = next->int64(0);
+      if (!out.next_due || t < *out.next_due) out.next_due = t;
+    }
+    next->reset();
+  }
+  return out;
+}
+
+void Store::finish(Db& db, const AttemptOutcome& o, Micros /*now*/) {
+  {
+    StmtGuard a(db.prepare(
+        "UPDATE attempts SET outcome = ?2, duration_ms = ?3, http_status = ?4, response_headers = ?5, "
+        "response_body = ?6, error = ?7 WHERE id = ?1"));
+    a->bind(1, o.attempt_row).bind(2, o.succeeded ? "succeeded" : "failed").bind(3, o.duration_ms);
+    if (o.http_status) a->bind(4, static_cast<std::int64_t>(*o.http_status)); else a->bind_null(4);
+    a->bind(5, o.response_headers_json.empty() ? std::string_view("{}") : std::string_view(o.response_headers_json));
+    a->bind_blob(6, o.response_body).bind(7, o.error);
+    a->run();
+  }
+  StmtGuard r(db.prepare(
+      "UPDATE records SET state = ?2, next_attempt_at = ?3, client_errors = client_errors + ?4, reason = ?5, "
+      "updated_at = ?6 WHERE id = ?1"));
+  r->bind(1, o.record_id).bind(2, to_string(o.new_state)).bind(3, o.next_attempt_at);
+  r->bind(4, static_cast<std::int64_t>(o.client_error ? 1 : 0)).bind(5, o.reason).bind(6, now_micros());
+  r->run();
+}
+
+std::vector<RepeaterSummary> Store::summarize(Db& db, Micros now) {
+  std::map<std::string, RepeaterSummary> by;
+  {
+    StmtGuard q(db.prepare("SELECT repeater, state, COUNT(*) FROM records GROUP BY repeater, state"));
+    while (q->step()) {
+      auto& s = by[q->text(0)];
+      s.repeater = q->text(0);
+      const auto state = q->text(1);
+      const auto n = q->int64(2);
+      if (state == "pending") s.pending = n;
+      else if (state == "failed") s.failed = n;
+      else if (state == "succeeded") s.succeeded = n;
+      else if (state == "cancelled") s.cancelled = n;
+    }
+  }
+  StmtGuard oldest(db.prepare(
+      "SELECT MIN(next_attempt_at) FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL "
+      "AND next_attempt_at <= ?2"));
+  std::vector<RepeaterSummary> out;
+  for (auto& [name, s] : by) {
+    oldest->bind(1, name).bind(2, now);
+    if (oldest->step() && !oldest->is_null(0)) s.oldest_due = oldest->int64(0);
+    oldest->reset();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::int64_t Store::purge(Db& db, Micros cutoff, std::int64_t limit) {
+  db.exec("CREATE TEMP TABLE IF NOT EXISTS purge_ids (id TEXT PRIMARY KEY)");
+  db.exec("DELETE FROM purge_ids");
+  {
+    StmtGuard pick(db.prepare(
+        "INSERT INTO purge_ids SELECT id FROM records WHERE state IN ('succeeded', 'cancelled') "
+        "AND updated_at < ?1 LIMIT ?2"));
+    pick->bind(1, cutoff).bind(2, limit).run();
+  }
+  db.exec("DELETE FROM attempts WHERE record IN (SELECT id FROM purge_ids)");
+  db.exec("DELETE FROM records WHERE id IN (SELECT id FROM purge_ids)");
+  const std::int64_t purged = sqlite3_changes(db.handle());
+  {
+    StmtGuard payloads(db.prepare(
+        "DELETE FROM payloads WHERE received_on < ?1 "
+        "AND NOT EXISTS (SELECT 1 FROM records WHERE records.payload = payloads.id)"));
+    payloads->bind(1, cutoff).run();
+  }
+  return purged;
+}
+
+}  // namespace repeaterd::store

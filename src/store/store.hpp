@@ -1,0 +1,183 @@
+// store: the durable queue. Payloads, their repeat records and every attempt live in one
+// SQLite database (WAL, synchronous=FULL, STRICT tables, numbered migrations).
+//
+// One writer thread owns the only write connection. Callers hand it jobs; it runs every job
+// that is waiting in one transaction (each job inside its own savepoint, so one failing job
+// does not undo the others) and commits once: many concurrent submissions cost one fsync.
+// A job's completion runs only after its batch is durable, so nobody acknowledges before
+// commit. The store has no Asio in it; store/async.hpp adapts jobs to coroutines.
+//
+// Thread-safety: Store's public methods may be called from any thread. Completions run on the
+// writer thread and must be quick (post elsewhere for real work).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "repeaterd/result.hpp"
+#include "repeaterd/time.hpp"
+
+namespace repeaterd::store {
+
+class Db;
+
+// -- what goes in -----------------------------------------------------------------------
+
+struct NewPayload {
+  std::string domain;
+  std::string payload_type;  // "form"
+  std::string payload_id;    // the form's instanceID
+  std::string xmlns;
+  std::string app_id;
+  std::string content_type;
+  std::string body;
+  Micros received_on = 0;
+};
+
+// One record to create with a payload: what to send is fixed now, at creation.
+struct NewRecord {
+  std::string id;             // UUIDv7
+  std::string repeater;
+  std::string content_type;   // of the request body
+  std::string query;          // extra query string, encoded ("app_id=...")
+  std::string headers_json;   // JSON object of extra request headers (Received-On ...)
+  std::optional<std::string> body;  // nullopt: the payload's own bytes
+};
+
+struct IngestResult {
+  bool duplicate = false;  // same id, same bytes: nothing was created
+  std::vector<std::string> record_ids;
+};
+
+// -- what comes out ---------------------------------------------------------------------
+
+// A record claimed for an attempt: an 'in_flight' attempt row exists for it.
+struct ClaimedRecord {
+  std::string id;
+  std::string repeater;
+  std::int64_t attempt_row = 0;
+  int attempt = 0;           // this attempt's number, 1-based
+  int client_errors = 0;     // client-error attempts before this one
+  std::string request_id;    // X-Request-Id of this attempt
+  std::string domain;
+  std::string payload_type;
+  std::string payload_id;
+  std::string content_type;
+  std::string query;
+  std::string headers_json;
+  std::string body;
+};
+
+struct Claim {
+  std::vector<ClaimedRecord> records;
+  std::optional<Micros> next_due;  // earliest next_attempt_at left for these repeaters
+};
+
+enum class RecordState { pending, failed, succeeded, cancelled };
+const char* to_string(RecordState s);
+
+struct AttemptOutcome {
+  std::int64_t attempt_row = 0;
+  std::string record_id;
+  bool succeeded = false;
+  std::optional<int> http_status;
+  std::string response_headers_json;  // JSON object
+  std::string response_body;          // at most 64 KiB
+  std::string error;
+  std::int64_t duration_ms = 0;
+  bool client_error = false;          // counts toward max_attempts_client_error
+  RecordState new_state = RecordState::pending;
+  std::optional<Micros> next_attempt_at;  // when new_state is failed
+  std::string reason;                     // why the record is cancelled / last error
+};
+
+struct RepeaterSummary {
+  std::string repeater;
+  std::int64_t pending = 0, failed = 0, succeeded = 0, cancelled = 0;
+  std::optional<Micros> oldest_due;  // earliest next_attempt_at that is already due
+};
+
+// -- the store --------------------------------------------------------------------------
+
+struct Options {
+  std::string path;
+  // How long a statement waits for another process's lock before the batch fails (503).
+  int busy_timeout_ms = 3000;
+  // The most jobs one transaction takes; bounds a batch's latency.
+  std::size_t max_batch = 512;
+};
+
+class Store {
+ public:
+  // Opens (creating) the database, applies migrations, records attempts that were in flight
+  // when the last process died as 'interrupted' and makes their records due now.
+  static Result<std::unique_ptr<Store>> open(const Options& options);
+  ~Store();  // finishes queued jobs, then stops the writer
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // A unit of work for the writer. It runs inside the batch's transaction (in its own
+  // savepoint). Throwing undoes the job alone.
+  using Job = std::function<void(Db&)>;
+  // Called once the batch holding the job is committed (ok) or failed (error).
+  using Done = std::function<void(Status)>;
+  void submit(Job job, Done done);
+
+  // Typed convenience: runs fn on the writer and delivers its value after commit.
+  template <class T>
+  void run(std::function<T(Db&)> fn, std::function<void(Result<T>)> done) {
+    auto out = std::make_shared<std::optional<T>>();
+    submit(
+        [fn = std::move(fn), out](Db& db) { out->emplace(fn(db)); },
+        [out, done = std::move(done)](Status st) {
+          if (!st.ok()) return done(st.error());
+          done(std::move(**out));
+        });
+  }
+
+  // Jobs (run on the writer thread):
+  // Stores a payload and its records unless an identical payload (same domain, type, id and
+  // bytes) exists, in which case nothing is written and duplicate is set.
+  static IngestResult ingest(Db& db, const NewPayload& payload, const std::vector<NewRecord>& records,
+                             Micros now);
+  // Claims up to `limit` due records of `repeaters`, oldest due first.
+  // Each claimed record gets an 'in_flight' attempt row with a fresh request id.
+  static Claim claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now);
+  static void finish(Db& db, const AttemptOutcome& outcome, Micros now);
+  static std::vector<RepeaterSummary> summarize(Db& db, Micros now);
+  // Deletes succeeded/cancelled records last updated before `cutoff`, their attempts, and
+  // payloads older than cutoff that no record uses; at most `limit` records a call.
+  static std::int64_t purge(Db& db, Micros cutoff, std::int64_t limit);
+
+  // Counters for benchmarks and metrics.
+  std::uint64_t batches_committed() const;
+  std::uint64_t jobs_committed() const;
+
+ private:
+  explicit Store(std::unique_ptr<Db> db, Options options);
+  void writer_loop();
+
+  struct Pending {
+    Job job;
+    Done done;
+  };
+
+  Options options_;
+  std::unique_ptr<Db> db_;  // owned by the writer thread once it starts
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;      // GUARDED_BY(mu_)
+  std::uint64_t batches_ = 0, jobs_ = 0;  // GUARDED_BY(mu_)
+  std::thread writer_;
+};
+
+}  // namespace repeaterd::store

@@ -1,0 +1,264 @@
+// The durable queue: group commit, idempotent ingest, paging claims, crash recovery.
+#include "store/store.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <latch>
+
+#include "common/ids.hpp"
+#include "store/sqlite.hpp"
+
+namespace repeaterd::store {
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("repeaterd-store-" + uuid_v4());
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "q.db").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Store> open() {
+    auto s = Store::open(Options{path_});
+    EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+    return std::move(s).value();
+  }
+
+  // Runs fn on the writer and waits for its committed result.
+  template <class T>
+  static Result<T> run(Store& s, std::function<T(Db&)> fn) {
+    std::promise<Result<T>> p;
+    s.run<T>(std::move(fn), [&](Result<T> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  }
+
+  static NewPayload form(const std::string& id, const std::string& body = "<f/>") {
+    NewPayload p;
+    p.domain = "demo";
+    p.payload_type = "form";
+    p.payload_id = id;
+    p.content_type = "text/xml";
+    p.body = body;
+    p.received_on = 1;
+    return p;
+  }
+
+  static std::vector<NewRecord> records(std::initializer_list<const char*> repeaters) {
+    std::vector<NewRecord> out;
+    for (const char* r : repeaters) {
+      NewRecord rec;
+      rec.id = uuid_v7(now_micros());
+      rec.repeater = r;
+      rec.content_type = "text/xml";
+      out.push_back(rec);
+    }
+    return out;
+  }
+
+  std::int64_t count(const char* sql) {
+    Db db(path_, Db::Mode::read_only);
+    auto& s = db.prepare(sql);
+    s.step();
+    return s.int64(0);
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(StoreTest, IngestStoresPayloadAndRecords) {
+  auto s = open();
+  auto r = run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f1"), records({"a", "b"}), 10); });
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->duplicate);
+  EXPECT_EQ(r->record_ids.size(), 2u);
+  s.reset();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads"), 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM records WHERE state = 'pending' AND next_attempt_at = 10"), 2);
+}
+
+TEST_F(StoreTest, DuplicateSameBytesCreatesNothingDifferentBytesDoes) {
+  auto s = open();
+  ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f1"), records({"a"}), 1); })).ok());
+  auto dup = run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f1"), records({"a"}), 2); });
+  ASSERT_TRUE(dup.ok());
+  EXPECT_TRUE(dup->duplicate);
+  EXPECT_TRUE(dup->record_ids.empty());
+  auto edit = run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f1", "<g/>"), records({"a"}), 3); });
+  EXPECT_FALSE(edit->duplicate);
+  s.reset();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads"), 2);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM records"), 2);
+}
+
+TEST_F(StoreTest, GroupCommitBatchesConcurrentJobs) {
+  auto s = open();
+  // Hold the writer inside a first job while 99 more queue up behind it.
+  std::latch entered(1), release(1);
+  std::promise<void> first_done;
+  s->submit([&](Db&) { entered.count_down(); release.wait(); }, [&](Status) { first_done.set_value(); });
+  entered.wait();
+  const auto batches_before = s->batches_committed();
+  std::atomic<int> ok{0};
+  std::vector<std::promise<void>> done(99);
+  for (int i = 0; i < 99; ++i) {
+    s->submit([i](Db& db) { Store::ingest(db, form("f" + std::to_string(i)), records({"a"}), 1); },
+              [&, i](Status st) {
+                if (st.ok()) ++ok;
+                done[static_cast<std::size_t>(i)].set_value();
+              });
+  }
+  release.count_down();
+  first_done.get_future().wait();
+  for (auto& d : done) d.get_future().wait();
+  EXPECT_EQ(ok.load(), 99);
+  // The first job's batch, then at most one more for all 99 (max_batch is 512).
+  EXPECT_LE(s->batches_committed() - batches_before, 2u);
+  EXPECT_EQ(s->jobs_committed(), 100u);
+}
+
+TEST_F(StoreTest, FailingJobIsUndoneAloneOthersCommit) {
+  auto s = open();
+  std::latch entered(1), release(1);
+  std::promise<Status> bad, good;
+  s->submit([&](Db&) { entered.count_down(); release.wait(); }, [](Status) {});
+  entered.wait();
+  s->submit(
+      [](Db& db) {
+        Store::ingest(db, form("bad"), records({"a"}), 1);
+        db.exec("INSERT INTO nonexistent VALUES (1)");
+      },
+      [&](Status st) { bad.set_value(st); });
+  s->submit([](Db& db) { Store::ingest(db, form("good"), records({"a"}), 1); },
+            [&](Status st) { good.set_value(st); });
+  release.count_down();
+  EXPECT_FALSE(bad.get_future().get().ok());
+  EXPECT_TRUE(good.get_future().get().ok());
+  s.reset();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE payload_id = 'bad'"), 0);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE payload_id = 'good'"), 1);
+}
+
+TEST_F(StoreTest, ClaimTakesOldestDueUpToLimitAndReportsNextDue) {
+  auto s = open();
+  for (int i = 0; i < 10; ++i) {
+    const Micros at = 100 + i;
+    ASSERT_TRUE((run<IngestResult>(*s, [i, at](Db& db) {
+                  return Store::ingest(db, form("f" + std::to_string(i)), records({"a"}), at);
+                })).ok());
+  }
+  auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 3, 105); });
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->records.size(), 3u);
+  EXPECT_EQ(c->records[0].payload_id, "f0");
+  EXPECT_EQ(c->records[2].payload_id, "f2");
+  EXPECT_EQ(c->records[0].attempt, 1);
+  EXPECT_EQ(c->records[0].body, "<f/>");
+  EXPECT_EQ(c->records[0].domain, "demo");
+  EXPECT_EQ(c->records[0].request_id.size(), 36u);
+  ASSERT_TRUE(c->next_due);
+  EXPECT_EQ(*c->next_due, 103);
+  // Claimed records are not claimed again; only due ones are taken.
+  auto c2 = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 100, 105); });
+  EXPECT_EQ(c2->records.size(), 3u);
+  EXPECT_EQ(*c2->next_due, 106);
+  auto other = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"b"}, 100, 1000); });
+  EXPECT_TRUE(other->records.empty());
+  EXPECT_FALSE(other->next_due);
+}
+
+TEST_F(StoreTest, ClaimUsesTheDueIndexNotATableScan) {
+  auto s = open();
+  s.reset();
+  Db db(path_, Db::Mode::read_only);
+  auto& plan = db.prepare(
+      "EXPLAIN QUERY PLAN SELECT id, next_attempt_at FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT "
+      "NULL AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3");
+  std::string details;
+  while (plan.step()) details += plan.text(3) + "\n";
+  EXPECT_NE(details.find("records_due"), std::string::npos) << details;
+  EXPECT_EQ(details.find("TEMP B-TREE"), std::string::npos) << details;
+}
+
+TEST_F(StoreTest, FinishRecordsOutcomeAndSchedulesRetry) {
+  auto s = open();
+  ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f"), records({"a"}), 1); })).ok());
+  auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 1, 10); });
+  ASSERT_EQ(c->records.size(), 1u);
+  AttemptOutcome o;
+  o.attempt_row = c->records[0].attempt_row;
+  o.record_id = c->records[0].id;
+  o.http_status = 500;
+  o.response_body = "oops";
+  o.error = "HTTP 500";
+  o.new_state = RecordState::failed;
+  o.next_attempt_at = 500;
+  ASSERT_TRUE((run<bool>(*s, [o](Db& db) { Store::finish(db, o, 20); return true; })).ok());
+  auto again = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 1, 499); });
+  EXPECT_TRUE(again->records.empty());
+  EXPECT_EQ(*again->next_due, 500);
+  again = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 1, 500); });
+  ASSERT_EQ(again->records.size(), 1u);
+  EXPECT_EQ(again->records[0].attempt, 2);
+  s.reset();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM attempts WHERE outcome = 'failed' AND http_status = 500 AND "
+                  "response_body = CAST('oops' AS BLOB)"), 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM records WHERE state = 'failed'"), 1);
+}
+
+TEST_F(StoreTest, ReopenMarksInFlightAttemptsInterruptedAndRequeues) {
+  {
+    auto s = open();
+    ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f"), records({"a"}), 1); })).ok());
+    auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 1, 10); });
+    ASSERT_EQ(c->records.size(), 1u);
+    // The process "dies" here: the attempt is in flight and never finished.
+  }
+  EXPECT_EQ(count("SELECT COUNT(*) FROM records WHERE next_attempt_at IS NULL"), 1);
+  auto s = open();
+  auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 1, now_micros() + 1); });
+  ASSERT_EQ(c->records.size(), 1u);
+  EXPECT_EQ(c->records[0].attempt, 2);
+  s.reset();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM attempts WHERE outcome = 'interrupted'"), 1);
+}
+
+TEST_F(StoreTest, SummaryCountsStatesAndOldestDue) {
+  auto s = open();
+  ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f1"), records({"a", "b"}), 5); })).ok());
+  ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("f2"), records({"a"}), 7); })).ok());
+  auto sum = run<std::vector<RepeaterSummary>>(*s, [](Db& db) { return Store::summarize(db, 10); });
+  ASSERT_EQ(sum->size(), 2u);
+  EXPECT_EQ((*sum)[0].repeater, "a");
+  EXPECT_EQ((*sum)[0].pending, 2);
+  EXPECT_EQ(*(*sum)[0].oldest_due, 5);
+  EXPECT_EQ((*sum)[1].pending, 1);
+}
+
+TEST_F(StoreTest, PurgeRemovesOnlyOldFinishedRecordsAndUnusedPayloads) {
+  auto s = open();
+  ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("old"), records({"a"}), 1); })).ok());
+  ASSERT_TRUE((run<IngestResult>(*s, [](Db& db) { return Store::ingest(db, form("live"), records({"a"}), 2); })).ok());
+  auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 1, 10); });
+  AttemptOutcome o;
+  o.attempt_row = c->records[0].attempt_row;
+  o.record_id = c->records[0].id;
+  o.succeeded = true;
+  o.new_state = RecordState::succeeded;
+  ASSERT_TRUE((run<bool>(*s, [o](Db& db) { Store::finish(db, o, 20); return true; })).ok());
+  auto purged = run<std::int64_t>(*s, [](Db& db) { return Store::purge(db, now_micros() + 1'000'000, 100); });
+  EXPECT_EQ(*purged, 1);
+  s.reset();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM records"), 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM attempts"), 0);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE payload_id = 'live'"), 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE payload_id = 'old'"), 0);
+}
+
+}  // namespace
+}  // namespace repeaterd::store

@@ -1,0 +1,62 @@
+#include "payload/xform.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace repeaterd::payload {
+namespace {
+
+TEST(XForm, SeedFormIdAndXmlns) {
+  const std::string xml = R"(<?xml version='1.0' ?>
+<data uiVersion="1" version="10" name="Untitled Form" xmlns:jrm="http://dev.commcarehq.org/jr/xforms" xmlns="http://openrosa.org/formdesigner/B9C4EB51-A7CC-49B5-B7D5-10E9F10B450B">
+  <question1>Trees</question1>
+  <n1:meta xmlns:n1="http://openrosa.org/jr/xforms">
+    <n1:instanceID>afcb3026-c4b3-463f-85ec-0cb9a2737fc5</n1:instanceID>
+  </n1:meta>
+</data>)";
+  auto f = parse_xform(xml);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->instance_id, "afcb3026-c4b3-463f-85ec-0cb9a2737fc5");
+  EXPECT_EQ(f->xmlns, "http://openrosa.org/formdesigner/B9C4EB51-A7CC-49B5-B7D5-10E9F10B450B");
+}
+
+TEST(XForm, UnprefixedMetaAndWhitespace) {
+  auto f = parse_xform("<f xmlns='x'><meta><instanceID>\n  abc \n</instanceID></meta></f>");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->instance_id, "abc");
+}
+
+TEST(XForm, LegacyMetaUid) {
+  auto f = parse_xform("<f><Meta><uid>legacy-1</uid></Meta></f>");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->instance_id, "legacy-1");
+}
+
+TEST(XForm, MalformedGivesLineAndColumn) {
+  auto f = parse_xform("<f>\n  <a>\n  </b>\n</f>");
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.error().message.find("line 3, column"), std::string::npos) << f.error().message;
+}
+
+TEST(XForm, MissingInstanceId) {
+  auto f = parse_xform("<f><meta><deviceID>x</deviceID></meta></f>");
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.error().message.find("meta/instanceID"), std::string::npos);
+  EXPECT_NE(f.error().message.find("<f>"), std::string::npos);
+}
+
+TEST(XForm, EmptyInstanceIdAndEmptyBody) {
+  EXPECT_FALSE(parse_xform("<f><meta><instanceID> </instanceID></meta></f>").ok());
+  EXPECT_FALSE(parse_xform("").ok());
+  EXPECT_FALSE(parse_xform("just text").ok());
+}
+
+TEST(XForm, LocalName) {
+  EXPECT_EQ(local_name("n1:meta"), "meta");
+  EXPECT_EQ(local_name("meta"), "meta");
+}
+
+}  // namespace
+}  // namespace repeaterd::payload
