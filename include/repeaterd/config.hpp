@@ -101,18 +101,12 @@ struct Config {
   const Repeater* find_repeater(const std::string& name) const;
 };
 
-enum class Severity { error, warning };
-
 struct Diagnostic {
   std::string file;
   int line = 0;    // 1-based; 0 when the problem is not at a place in the file
   int column = 0;  // 1-based
   std::string message;  // never contains a secret's value
-  Severity severity = Severity::error;
-  // FILE:LINE:COL: message (FILE: message when line is 0); a warning reads
-  // FILE:LINE:COL: warning: message, so that printing both lists the same way cannot make a
-  // warning look like an error.
-  std::string to_string() const;
+  std::string to_string() const;  // FILE:LINE:COL: message (FILE: message when line is 0)
 };
 
 struct LoadResult {

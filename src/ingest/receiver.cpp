@@ -195,8 +195,11 @@ boost::asio::awaitable<Reply> Receiver::receive_form(IncomingRequest& request, c
     targets.push_back(&r);
   }
 
-  auto stored = co_await store::async_run<store::IngestResult>(
-      store_, [p = std::move(p), records, now](store::Db& db) { return store::Store::ingest(db, p, records, now); });
+  // Named, not a temporary in the co_await expression: GCC 12 destroys such temporaries twice.
+  std::function<store::IngestResult(store::Db&)> job = [p = std::move(p), records, now](store::Db& db) {
+    return store::Store::ingest(db, p, records, now);
+  };
+  auto stored = co_await store::async_run<store::IngestResult>(store_, std::move(job));
   if (!stored.ok()) {
     spdlog::error("ingest: form {} from {} not stored: {}", form->instance_id, request.remote, stored.error().message);
     Reply r = xml_reply(503, false, "the form could not be stored (" + stored.error().message +

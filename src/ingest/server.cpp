@@ -79,7 +79,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     }
   }
 
-  awaitable<void> write_reply(Session& s, const Reply& r, unsigned version, bool keep_alive) {
+  awaitable<void> write_reply(Session& s, Reply r, unsigned version, bool keep_alive) {
     auto res = to_beast(r, version, keep_alive);
     s.stream.expires_after(listen.read_timeout);
     co_await http::async_write(s.stream, res, kUseTuple);
@@ -94,7 +94,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
     }
     if (sessions.size() > listen.max_connections) {
-      co_await write_reply(*s, error_reply(503, "too many connections; retry shortly"), 11, false);
+      Reply busy = error_reply(503, "too many connections; retry shortly");
+      co_await write_reply(*s, std::move(busy), 11, false);
       s->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
       co_return;
     }
@@ -130,9 +131,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       const unsigned version = req.version();
       const bool keep_alive = req.keep_alive();
       Reply reply = co_await handler(std::move(in));
-      co_await write_reply(*s, reply, version, keep_alive && !stopping);
+      const bool close = !keep_alive || reply.close;
+      co_await write_reply(*s, std::move(reply), version, keep_alive && !stopping);
       s->busy = false;
-      if (!keep_alive || reply.close) break;
+      if (close) break;
     }
     s->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
@@ -157,7 +159,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       r = error_reply(400, "malformed HTTP request: " + ec.message());
     }
     const unsigned version = parser.is_header_done() ? parser.get().version() : 11;
-    co_await write_reply(s, r, version, false);
+    co_await write_reply(s, std::move(r), version, false);
   }
 
   void stop_all() {

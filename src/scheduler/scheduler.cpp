@@ -93,10 +93,12 @@ class Worker {
       const std::size_t free = connection_.max_in_flight - in_flight_;
       std::optional<Micros> next_due;
       if (free > 0 && !active_.empty()) {
-        auto claim = co_await store::async_run<store::Claim>(
-            store_, [repeaters = active_, free](store::Db& db) {
-              return store::Store::claim(db, repeaters, free, now_micros());
-            });
+        // Named, not a temporary in the co_await expression: GCC 12 destroys such
+        // temporaries twice.
+        std::function<store::Claim(store::Db&)> job = [repeaters = active_, free](store::Db& db) {
+          return store::Store::claim(db, repeaters, free, now_micros());
+        };
+        auto claim = co_await store::async_run<store::Claim>(store_, std::move(job));
         if (!claim.ok()) {
           spdlog::error("scheduler[{}]: cannot claim due records: {}", connection_.name, claim.error().message);
           next_due = now_micros() + std::chrono::microseconds(kStoreRetryDelay).count();
@@ -165,10 +167,11 @@ class Worker {
     // The outcome must reach the database; until it does the record stays claimed. If we are
     // stopping, the next start finds the attempt in flight and records it as interrupted.
     for (;;) {
-      auto stored = co_await store::async_run<bool>(store_, [out](store::Db& db) {
+      std::function<bool(store::Db&)> job = [out](store::Db& db) {
         store::Store::finish(db, out, now_micros());
         return true;
-      });
+      };
+      auto stored = co_await store::async_run<bool>(store_, std::move(job));
       if (stored.ok()) break;
       spdlog::error("scheduler[{}]: cannot store the outcome of record {}: {}; retrying", connection_.name, rec.id,
                     stored.error().message);
@@ -276,8 +279,10 @@ awaitable<void> Scheduler::summarize_every() {
     co_await timers_->summary.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopping_) break;
     const Micros now = now_micros();
-    auto s = co_await store::async_run<std::vector<store::RepeaterSummary>>(
-        store_, [now](store::Db& db) { return store::Store::summarize(db, now); });
+    std::function<std::vector<store::RepeaterSummary>(store::Db&)> job = [now](store::Db& db) {
+      return store::Store::summarize(db, now);
+    };
+    auto s = co_await store::async_run<std::vector<store::RepeaterSummary>>(store_, std::move(job));
     if (!s.ok()) {
       spdlog::error("queue summary: {}", s.error().message);
       continue;
@@ -308,8 +313,10 @@ awaitable<void> Scheduler::purge_every() {
     std::int64_t total = 0;
     // Small batches keep each transaction short so ingest never waits long behind a purge.
     for (;;) {
-      auto n = co_await store::async_run<std::int64_t>(
-          store_, [cutoff](store::Db& db) { return store::Store::purge(db, cutoff, 500); });
+      std::function<std::int64_t(store::Db&)> job = [cutoff](store::Db& db) {
+        return store::Store::purge(db, cutoff, 500);
+      };
+      auto n = co_await store::async_run<std::int64_t>(store_, std::move(job));
       if (!n.ok()) {
         spdlog::error("retention purge: {}", n.error().message);
         break;

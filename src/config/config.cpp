@@ -1,0 +1,661 @@
+// The config schema (spec §2, as far as this version implements it) and the checks that span
+// sections: unique names, repeaters naming existing connections, the warnings an operator
+// should see at every start.
+#include "repeaterd/config.hpp"
+
+#include <arpa/inet.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <boost/url/parse.hpp>
+#include <cctype>
+#include <limits>
+#include <utility>
+
+#include "config/read_file.hpp"
+#include "config/reporter.hpp"
+#include "config/secret.hpp"
+#include "config/yaml_reader.hpp"
+
+namespace repeaterd::config {
+namespace {
+
+using detail::describe;
+using detail::Environment;
+using detail::Field;
+using detail::KeySet;
+using detail::MapReader;
+using detail::quote;
+using detail::Reporter;
+
+using Empty = MapReader::Empty;
+
+constexpr std::size_t kMaxConfigFile = 16u << 20;
+constexpr std::size_t kMaxCaFile = 16u << 20;
+constexpr std::size_t kMaxNameLength = 64;
+
+const KeySet kTopKeys{{"listen", "ingest_tokens", "storage", "log", "connections", "repeaters"},
+                      {"admin", "smtp"}};
+const KeySet kListenKeys{{"address", "port", "max_body", "max_header", "read_timeout",
+                          "idle_timeout", "max_connections"},
+                         {"tls"}};
+const KeySet kTokenKeys{{"domain", "token", "token_env", "token_file"}, {}};
+const KeySet kStorageKeys{{"path", "retention"}, {}};
+const KeySet kLogKeys{{"events_file", "level", "queue_summary_every"}, {}};
+const KeySet kConnectionKeys{
+    {"name", "url", "headers", "connect_timeout", "timeout", "max_in_flight", "tls"},
+    {"notify", "auth", "rate_limit", "signing_secret", "signing_secret_env",
+     "signing_secret_file"}};
+const KeySet kConnectionTlsKeys{{"verify", "ca_file"}, {"client_cert_file", "client_key_file"}};
+const KeySet kRepeaterKeys{{"name", "domain", "type", "connection", "format", "method",
+                            "include_app_id_param", "paused", "retry"},
+                           {"template", "filters", "ordered"}};
+const KeySet kRetryKeys{
+    {"initial", "multiplier", "max_delay", "max_attempts", "max_attempts_client_error", "jitter"},
+    {}};
+
+constexpr std::array<std::string_view, 5> kLogLevels{"trace", "debug", "info", "warn", "error"};
+constexpr std::array<std::string_view, 3> kMethods{"POST", "PUT", "PATCH"};
+// Repeater types of the product contract that this version cannot forward yet.
+constexpr std::array<std::string_view, 3> kLaterTypes{"case", "form_stub", "app_structure"};
+// repeaterd computes these for every request; a configured value would contradict it or
+// break the request framing.
+constexpr std::array<std::string_view, 7> kReservedHeaders{
+    "Host",         "Content-Length", "Transfer-Encoding", "Content-Type", "Idempotency-Key",
+    "X-Request-Id", "Received-On"};
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           const auto lx = static_cast<unsigned char>(x);
+           const auto ly = static_cast<unsigned char>(y);
+           return std::tolower(lx) == std::tolower(ly);
+         });
+}
+
+template <std::size_t N>
+bool one_of(std::string_view s, const std::array<std::string_view, N>& list) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+template <std::size_t N>
+std::string join(const std::array<std::string_view, N>& list, std::string_view last_sep) {
+  std::string out;
+  for (std::size_t i = 0; i < N; ++i) {
+    if (i > 0) out += (i + 1 == N) ? std::string(last_sep) : std::string(", ");
+    out += list[i];
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& list) {
+  std::string out;
+  for (const auto& s : list) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out;
+}
+
+bool is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+// Names and domains appear in URL paths (/a/{domain}/receiver, /api/v1/repeaters/{name}),
+// in the event log and on the command line: keep them to characters that need no escaping.
+bool is_name(std::string_view s) {
+  return !s.empty() && s.size() <= kMaxNameLength && std::all_of(s.begin(), s.end(), [](char c) {
+    return is_alnum(c) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+// RFC 9110 token characters.
+bool is_header_name(std::string_view s) {
+  constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+    return is_alnum(c) || kSpecials.find(c) != std::string_view::npos;
+  });
+}
+
+// A header value may not hold line breaks or other control characters (tab excepted):
+// they would end the header early or be rejected by the server.
+bool is_header_value(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return c == '\t' || (u >= 0x20 && u != 0x7f);
+  });
+}
+
+bool is_ip_address(const std::string& s) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+// Hides "user:password@" in a URL that is echoed in a message.
+std::string redact_userinfo(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const auto authority = scheme_end + 3;
+  const auto authority_end = url.find_first_of("/?#", authority);
+  const auto at =
+      url.rfind('@', authority_end == std::string_view::npos ? url.size() : authority_end);
+  if (at == std::string_view::npos || at < authority) return std::string(url);
+  return std::string(url.substr(0, authority)) + "***@" + std::string(url.substr(at + 1));
+}
+
+// Why `url` cannot be a connection URL, or empty when it can.
+std::string url_problem(const std::string& url) {
+  const auto parsed = boost::urls::parse_uri(url);
+  const std::string shown = quote(redact_userinfo(url));
+  if (!parsed) {
+    return "expected an http:// or https:// URL with a host, got " + shown + " (" +
+           parsed.error().message() + ")";
+  }
+  const auto& u = *parsed;
+  if (u.scheme_id() != boost::urls::scheme::http && u.scheme_id() != boost::urls::scheme::https) {
+    return "expected an http:// or https:// URL, got " + shown + " (scheme \"" +
+           std::string(u.scheme()) + "\")";
+  }
+  if (!u.has_authority() || u.encoded_host().empty()) {
+    return "expected an http:// or https:// URL with a host, got " + shown;
+  }
+  if (u.has_userinfo()) {
+    return "must not contain user:password@ (the URL is shown in logs and emails): " + shown;
+  }
+  if (u.has_fragment()) {
+    return "must not contain a #fragment, which is never sent to the server: " + shown;
+  }
+  if (u.has_port()) {
+    const std::string_view port = u.port();
+    std::uint64_t n = 0;
+    for (char c : port)
+      n = std::min<std::uint64_t>(n * 10 + static_cast<unsigned>(c - '0'), 100000);
+    if (!port.empty() && (n == 0 || n > 65535)) {
+      return "port " + std::string(port) + " is not from 1 to 65535 in " + shown;
+    }
+  }
+  return {};
+}
+
+// A name as written, and where: for checks that need all entries first.
+struct NameAt {
+  std::string name;
+  std::string path;  // "repeaters[1].connection"
+  YAML::Mark mark;
+};
+
+class Loader {
+ public:
+  Loader(Reporter& reporter, const Environment& env) : reporter_(reporter), env_(env) {}
+
+  Config load(const YAML::Node& root) {
+    Config config;
+    const MapReader top(root, "", kTopKeys, reporter_, Empty::is_error);
+    if (!top.valid()) return config;
+    if (const Field* f = top.find("listen")) read_listen(*f, config.listen);
+    const Field* tokens = top.find("ingest_tokens");
+    if (tokens != nullptr) read_tokens(*tokens, config.ingest_tokens);
+    if (const Field* f = top.find("storage")) read_storage(*f, config.storage);
+    if (const Field* f = top.find("log")) read_log(*f, config.log);
+    if (const Field* f = top.find("connections")) {
+      detail::for_each_item(*f, reporter_, [&](const YAML::Node& node, const std::string& path) {
+        config.connections.push_back(read_connection(node, path));
+      });
+    }
+    if (const Field* f = top.find("repeaters")) {
+      detail::for_each_item(*f, reporter_, [&](const YAML::Node& node, const std::string& path) {
+        config.repeaters.push_back(read_repeater(node, path));
+      });
+    }
+    check_names(connection_names_, "connection");
+    check_names(repeater_names_, "repeater");
+    check_references();
+    if (tokens == nullptr || (tokens->value.IsSequence() && tokens->value.size() == 0) ||
+        tokens->value.IsNull()) {
+      const std::string message =
+          "no ingest_tokens are configured: nobody can submit forms or cases";
+      if (tokens == nullptr) {
+        reporter_.file_warning(message);
+      } else {
+        reporter_.warning(tokens->key.Mark(), message);
+      }
+    }
+    return config;
+  }
+
+ private:
+  void read_listen(const Field& field, Listen& out) {
+    const MapReader m(field.value, field.path, kListenKeys, reporter_, Empty::means_defaults);
+    if (const Field* f = detail::read_string(m, "address", out.address, "an IP address")) {
+      if (!is_ip_address(out.address)) {
+        reporter_.error(f->mark(), f->path +
+                                       ": expected an IP address like 127.0.0.1, 0.0.0.0 "
+                                       "or ::1, got " +
+                                       describe(f->value));
+      }
+    }
+    detail::read_uint<std::uint16_t>(m, "port", 1, "a port number", out.port);
+    detail::read_size(m, "max_body", out.max_body);
+    detail::read_size(m, "max_header", out.max_header);
+    detail::read_duration(m, "read_timeout", out.read_timeout);
+    detail::read_duration(m, "idle_timeout", out.idle_timeout);
+    detail::read_uint<std::uint32_t>(m, "max_connections", 1, "a whole number",
+                                     out.max_connections);
+  }
+
+  void read_tokens(const Field& field, std::vector<IngestToken>& out) {
+    detail::for_each_item(field, reporter_, [&](const YAML::Node& node, const std::string& path) {
+      const MapReader m(node, path, kTokenKeys, reporter_, Empty::is_error);
+      if (!m.valid()) return;
+      IngestToken token;
+      if (m.require("domain") != nullptr) {
+        if (const Field* f =
+                detail::read_string(m, "domain", token.domain, "a project space name")) {
+          if (is_name(token.domain)) {
+            token_domains_.push_back(token.domain);
+          } else {
+            reporter_.error(f->mark(), f->path +
+                                           ": expected a project space name of letters, "
+                                           "digits, '.', '_' or '-', got " +
+                                           describe(f->value));
+          }
+        }
+      }
+      const auto secret = detail::read_secret(m, "token", env_);
+      if (!secret.given) {
+        reporter_.error(m.mark(), path +
+                                      ": missing the token: give token_env (an environment "
+                                      "variable) or token_file (a file)");
+      } else if (secret.secret) {
+        const std::string& v = secret.secret->value;
+        const bool printable = std::all_of(v.begin(), v.end(), [](char c) {
+          const auto u = static_cast<unsigned char>(c);
+          return u > 0x20 && u != 0x7f;
+        });
+        if (!printable) {
+          // Says where the token came from, never what it is.
+          reporter_.error(secret.source->mark(),
+                          secret.source->path + ": the token (" + secret.secret->origin +
+                              ") contains a space or control character, which an "
+                              "Authorization header cannot carry");
+        }
+        token.token = *secret.secret;
+      }
+      out.push_back(std::move(token));
+    });
+  }
+
+  void read_storage(const Field& field, Storage& out) {
+    const MapReader m(field.value, field.path, kStorageKeys, reporter_, Empty::means_defaults);
+    detail::read_string(m, "path", out.path, "a file path");
+    detail::read_duration(m, "retention", out.retention);
+  }
+
+  void read_log(const Field& field, Log& out) {
+    const MapReader m(field.value, field.path, kLogKeys, reporter_, Empty::means_defaults);
+    detail::read_string(m, "events_file", out.events_file, "a file path");
+    std::string level;
+    constexpr std::string_view kWhat = "one of trace, debug, info, warn or error";
+    if (const Field* f = detail::read_string(m, "level", level, kWhat)) {
+      if (one_of(level, kLogLevels)) {
+        out.level = level;
+      } else {
+        reporter_.error(f->mark(), f->path + ": expected " + std::string(kWhat) + ", got " +
+                                       describe(f->value));
+      }
+    }
+    detail::read_duration(m, "queue_summary_every", out.queue_summary_every);
+  }
+
+  Connection read_connection(const YAML::Node& node, const std::string& path) {
+    Connection c;
+    const MapReader m(node, path, kConnectionKeys, reporter_, Empty::is_error);
+    if (!m.valid()) return c;
+    if (m.require("name") != nullptr) {
+      if (const Field* f = read_name(m, c.name))
+        connection_names_.push_back({c.name, f->path, f->mark()});
+    }
+    if (m.require("url") != nullptr) {
+      if (const Field* f = detail::read_string(m, "url", c.url, "an http:// or https:// URL")) {
+        if (const std::string problem = url_problem(c.url); !problem.empty()) {
+          reporter_.error(f->mark(), f->path + ": " + problem);
+        }
+      }
+    }
+    if (const Field* f = m.find("headers")) read_headers(*f, c.headers);
+    detail::read_duration(m, "connect_timeout", c.connect_timeout);
+    detail::read_duration(m, "timeout", c.timeout);
+    detail::read_uint<std::uint32_t>(m, "max_in_flight", 1, "a whole number", c.max_in_flight,
+                                     1024);
+    if (const Field* f = m.find("tls")) {
+      read_connection_tls(*f, c.name.empty() ? path : c.name, c.tls);
+    }
+    return c;
+  }
+
+  // Accepts any name of letters, digits, '.', '_' and '-'.
+  const Field* read_name(const MapReader& m, std::string& out) {
+    constexpr std::string_view kWhat = "a name of letters, digits, '.', '_' or '-'";
+    const Field* f = detail::read_string(m, "name", out, kWhat);
+    if (f != nullptr && !is_name(out)) {
+      reporter_.error(f->mark(), f->path + ": expected " + std::string(kWhat) + " (at most " +
+                                     std::to_string(kMaxNameLength) + "), got " +
+                                     describe(f->value));
+      return nullptr;
+    }
+    return f;
+  }
+
+  void read_headers(const Field& field, std::vector<std::pair<std::string, std::string>>& out) {
+    if (field.value.IsNull()) return;
+    if (!field.value.IsMap()) {
+      reporter_.error(field.mark(), field.path +
+                                        ": expected a mapping of header names to "
+                                        "values, got " +
+                                        describe(field.value));
+      return;
+    }
+    for (auto it = field.value.begin(); it != field.value.end(); ++it) {
+      // Copies: yaml-cpp's iterator hands out a temporary, so a reference would dangle.
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
+      if (!key.IsScalar() || !is_header_name(key.Scalar())) {
+        reporter_.error(key.Mark(), field.path + ": expected a header name like X-Source, got " +
+                                        describe(key));
+        continue;
+      }
+      const std::string& name = key.Scalar();
+      const std::string path = field.path + "." + name;
+      if (const auto* reserved = std::find_if(kReservedHeaders.begin(), kReservedHeaders.end(),
+                                              [&](auto r) { return iequals(r, name); });
+          reserved != kReservedHeaders.end()) {
+        reporter_.error(key.Mark(), field.path + ": " + quote(name) +
+                                        " is set by repeaterd itself and cannot be configured "
+                                        "(repeaterd sets " +
+                                        join(kReservedHeaders, " and ") + ")");
+        continue;
+      }
+      const auto same = std::find_if(out.begin(), out.end(),
+                                     [&](const auto& h) { return iequals(h.first, name); });
+      if (same != out.end()) {
+        reporter_.error(key.Mark(), field.path + ": header " + quote(name) +
+                                        " is given twice (header names ignore case)");
+        continue;
+      }
+      // Header values may be credentials: messages describe them by shape, never by text.
+      const YAML::Mark at = value.IsNull() ? key.Mark() : value.Mark();
+      if (!value.IsScalar()) {
+        reporter_.error(at,
+                        path + ": expected a header value, got " + detail::describe_shape(value));
+        continue;
+      }
+      if (!is_header_value(value.Scalar())) {
+        reporter_.error(at, path + ": the value contains a line break or control character");
+        continue;
+      }
+      out.emplace_back(name, value.Scalar());
+    }
+  }
+
+  void read_connection_tls(const Field& field, const std::string& connection, ConnectionTls& out) {
+    const MapReader m(field.value, field.path, kConnectionTlsKeys, reporter_,
+                      Empty::means_defaults);
+    if (const Field* f = detail::read_bool(m, "verify", out.verify); f != nullptr && !out.verify) {
+      reporter_.warning(f->mark(), "connection " + connection +
+                                       ": tls.verify is false: the server's certificate and host "
+                                       "name are not checked");
+    }
+    if (const Field* f = detail::read_string(m, "ca_file", out.ca_file, "a file path")) {
+      auto content = detail::read_small_file(out.ca_file, kMaxCaFile);
+      if (!content.ok()) {
+        reporter_.error(f->mark(), f->path + ": cannot read " + quote(out.ca_file) + ": " +
+                                       content.error().message);
+      } else if (content.value().find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+        reporter_.error(f->mark(), f->path + ": " + quote(out.ca_file) +
+                                       " holds no PEM certificate (no \"-----BEGIN "
+                                       "CERTIFICATE-----\" line)");
+      }
+    }
+  }
+
+  Repeater read_repeater(const YAML::Node& node, const std::string& path) {
+    Repeater r;
+    const MapReader m(node, path, kRepeaterKeys, reporter_, Empty::is_error);
+    if (!m.valid()) return r;
+    if (m.require("name") != nullptr) {
+      if (const Field* f = read_name(m, r.name))
+        repeater_names_.push_back({r.name, f->path, f->mark()});
+    }
+    std::string domain;
+    if (const Field* f = detail::read_string(m, "domain", domain, "a project space name")) {
+      if (is_name(domain)) {
+        r.domain = domain;
+        repeater_domains_.push_back({domain, f->path, f->mark()});
+      } else {
+        reporter_.error(f->mark(), f->path +
+                                       ": expected a project space name of letters, "
+                                       "digits, '.', '_' or '-' (omit the key for every "
+                                       "project space), got " +
+                                       describe(f->value));
+      }
+    }
+    std::string text;
+    if (const Field* f = detail::read_string(m, "type", text, "a repeater type")) {
+      if (text != to_string(RepeaterType::form)) {
+        const std::string what =
+            one_of(text, kLaterTypes) ? " is not supported by this version" : " is unknown";
+        reporter_.error(f->mark(), f->path + ": type " + quote(text) + what + "; supported: form");
+      }
+    }
+    if (const Field* f = detail::read_string(m, "format", text, "a payload format")) {
+      if (text != to_string(PayloadFormat::xml)) {
+        const std::string what =
+            text == "json" ? " is not supported by this version" : " is unknown";
+        reporter_.error(f->mark(), f->path + ": format " + quote(text) + what +
+                                       " for type form; supported: xml");
+      }
+    }
+    if (m.require("connection") != nullptr) {
+      if (const Field* f =
+              detail::read_string(m, "connection", r.connection, "a connection name")) {
+        connection_refs_.push_back({r.connection, f->path, f->mark()});
+      }
+    }
+    constexpr std::string_view kMethodWhat = "POST, PUT or PATCH";
+    if (const Field* f = detail::read_string(m, "method", text, kMethodWhat)) {
+      if (one_of(text, kMethods)) {
+        r.method = text;
+      } else {
+        reporter_.error(f->mark(), f->path + ": expected " + std::string(kMethodWhat) + ", got " +
+                                       describe(f->value));
+      }
+    }
+    detail::read_bool(m, "include_app_id_param", r.include_app_id_param);
+    if (const Field* f = detail::read_bool(m, "paused", r.paused); f != nullptr && r.paused) {
+      reporter_.warning(f->mark(), "repeater " + (r.name.empty() ? path : r.name) +
+                                       " is paused: its records are kept but not sent until it "
+                                       "is resumed");
+    }
+    if (const Field* f = m.find("retry")) read_retry(*f, r.retry);
+    return r;
+  }
+
+  void read_retry(const Field& field, Retry& out) {
+    const MapReader m(field.value, field.path, kRetryKeys, reporter_, Empty::means_defaults);
+    const Field* initial = detail::read_duration(m, "initial", out.initial);
+    const bool initial_bad = initial == nullptr && m.find("initial") != nullptr;
+    detail::read_double(m, "multiplier", 1.0, std::numeric_limits<double>::infinity(), true,
+                        out.multiplier);
+    const Field* max_delay = detail::read_duration(m, "max_delay", out.max_delay);
+    const bool max_delay_bad = max_delay == nullptr && m.find("max_delay") != nullptr;
+    detail::read_uint<std::uint32_t>(m, "max_attempts", 1, "a whole number", out.max_attempts);
+    detail::read_uint<std::uint32_t>(m, "max_attempts_client_error", 1, "a whole number",
+                                     out.max_attempts_client_error);
+    detail::read_double(m, "jitter", 0.0, 1.0, false, out.jitter);
+    if (!initial_bad && !max_delay_bad && out.max_delay < out.initial) {
+      // Reported where the operator wrote something; a default cannot be the mistake.
+      const std::string relation =
+          "max_delay (" + detail::format_duration(out.max_delay) +
+          (max_delay ? "" : ", the default") + ") is shorter than initial (" +
+          detail::format_duration(out.initial) + (initial ? "" : ", the default") + ")";
+      const Field* at = max_delay != nullptr ? max_delay : initial;
+      reporter_.error(at->mark(), at->path + ": " + relation);
+    }
+  }
+
+  void check_names(const std::vector<NameAt>& names, std::string_view kind) {
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (names[j].name == names[i].name) {
+          reporter_.error(names[i].mark, names[i].path + ": duplicate " + std::string(kind) +
+                                             " name " + quote(names[i].name) +
+                                             " (first given at line " +
+                                             std::to_string(names[j].mark.line + 1) + ")");
+          break;
+        }
+      }
+    }
+  }
+
+  void check_references() {
+    std::vector<std::string> known;
+    for (const auto& c : connection_names_) {
+      if (std::find(known.begin(), known.end(), c.name) == known.end()) known.push_back(c.name);
+    }
+    for (const auto& ref : connection_refs_) {
+      if (std::find(known.begin(), known.end(), ref.name) != known.end()) continue;
+      reporter_.error(ref.mark, ref.path + ": no connection named " + quote(ref.name) +
+                                    (known.empty() ? " (no connections are defined)"
+                                                   : " (known: " + join(known) + ")"));
+    }
+    if (token_domains_.empty()) return;  // the "no ingest_tokens" warning says it all
+    for (const auto& d : repeater_domains_) {
+      if (std::find(token_domains_.begin(), token_domains_.end(), d.name) == token_domains_.end()) {
+        reporter_.warning(d.mark, d.path + ": no ingest token is for domain " + quote(d.name) +
+                                      ", so this repeater receives nothing (token domains: " +
+                                      join(token_domains_) + ")");
+      }
+    }
+  }
+
+  Reporter& reporter_;
+  const Environment& env_;
+  std::vector<NameAt> connection_names_;
+  std::vector<NameAt> repeater_names_;
+  std::vector<NameAt> connection_refs_;
+  std::vector<NameAt> repeater_domains_;
+  std::vector<std::string> token_domains_;
+};
+
+// True when line `line` (0-based) of `text` is indented with a tab.
+bool tab_indented(const std::string& text, int line) {
+  std::size_t pos = 0;
+  for (int i = 0; i < line && pos != std::string::npos; ++i) {
+    pos = text.find('\n', pos);
+    if (pos != std::string::npos) ++pos;
+  }
+  if (pos == std::string::npos) return false;
+  for (; pos < text.size() && (text[pos] == ' ' || text[pos] == '\t'); ++pos) {
+    if (text[pos] == '\t') return true;
+  }
+  return false;
+}
+
+// Parses the text into one document, reporting syntax errors. Null when there is none.
+std::optional<YAML::Node> parse(const std::string& text, Reporter& reporter) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    std::string message = "YAML syntax error: " + e.msg;
+    if (tab_indented(text, e.mark.line) ||
+        (e.mark.line > 0 && tab_indented(text, e.mark.line - 1))) {
+      message += " (a tab is used for indentation; YAML needs spaces)";
+    }
+    reporter.error(e.mark, message);
+    return std::nullopt;
+  }
+  if (docs.empty() || docs[0].IsNull()) {
+    reporter.file_error("the file holds no configuration; expected a mapping with keys " + [] {
+      std::string keys;
+      for (auto k : kTopKeys.supported) {
+        if (!keys.empty()) keys += ", ";
+        keys += k;
+      }
+      return keys;
+    }());
+    return std::nullopt;
+  }
+  if (docs.size() > 1) {
+    reporter.error(docs[1].Mark(), "only one YAML document is allowed; a second one starts here");
+  }
+  return docs[0];
+}
+
+}  // namespace
+
+const Connection* Config::find_connection(const std::string& name) const {
+  for (const auto& c : connections) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+const Repeater* Config::find_repeater(const std::string& name) const {
+  for (const auto& r : repeaters) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+std::string Diagnostic::to_string() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  return out + ": " + message;
+}
+
+LoadResult load_config_text(const std::string& text, const std::string& file,
+                            const std::map<std::string, std::string>* env) {
+  Reporter reporter(file, text);
+  const Environment environment(env);
+  Config config;
+  if (const auto root = parse(text, reporter)) {
+    config = Loader(reporter, environment).load(*root);
+  }
+  config.file = file;
+  LoadResult result;
+  if (!reporter.has_errors()) result.config = std::move(config);
+  result.errors = reporter.take_errors();
+  result.warnings = reporter.take_warnings();
+  return result;
+}
+
+LoadResult load_config(const std::string& path, const std::map<std::string, std::string>* env) {
+  auto text = detail::read_small_file(path, kMaxConfigFile);
+  if (!text.ok()) {
+    Reporter reporter(path, {});
+    reporter.file_error("cannot read the config file: " + text.error().message);
+    LoadResult result;
+    result.errors = reporter.take_errors();
+    return result;
+  }
+  return load_config_text(text.value(), path, env);
+}
+
+const char* to_string(RepeaterType t) {
+  switch (t) {
+    case RepeaterType::form:
+      return "form";
+  }
+  return "unknown";
+}
+
+const char* to_string(PayloadFormat f) {
+  switch (f) {
+    case PayloadFormat::xml:
+      return "xml";
+  }
+  return "unknown";
+}
+
+}  // namespace repeaterd::config
