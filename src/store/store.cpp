@@ -144,15 +144,13 @@ void Store::writer_loop() {
       spdlog::error("store: {}", commit.error().message);
     }
 
+    if (commit.ok()) {
+      std::lock_guard lock(mu_);
+      ++batches_;
+      jobs_ += batch.size();
+    }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       batch[i].done(commit.ok() ? std::move(results[i]) : commit);
-    }
-    {
-      std::lock_guard lock(mu_);
-      if (commit.ok()) {
-        ++batches_;
-        jobs_ += batch.size();
-      }
     }
     batch.clear();
   }
