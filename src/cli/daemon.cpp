@@ -60,7 +60,8 @@ int run_daemon(const config::Config& config) {
   scheduler::Scheduler scheduler(io.get_executor(), config, *store, events);
   ingest::Receiver receiver(config, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,
-                        [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); });
+                        [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); },
+                        &ingest::Receiver::error_reply);
   if (auto st = server.bind(); !st) {
     spdlog::critical("{}", st.error().message);
     return 1;

@@ -112,6 +112,12 @@ std::string openrosa_response(bool success, const std::string& message, const st
   return out.str();
 }
 
+Reply Receiver::error_reply(int status, const std::string& message, const std::string& target) {
+  auto url = boost::urls::parse_origin_form(target);
+  if (url && boost::ends_with(url->path(), "/receiver")) return xml_reply(status, false, message);
+  return json_error(status, message);
+}
+
 Receiver::Receiver(const config::Config& config, store::Store& store, EventLog& events,
                    std::function<void(const std::string&)> on_records)
     : config_(config), store_(store), events_(events), on_records_(std::move(on_records)) {}

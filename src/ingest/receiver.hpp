@@ -27,6 +27,10 @@ class Receiver {
 
   boost::asio::awaitable<Reply> handle(IncomingRequest request);
 
+  // An error answer in the form the target's clients read: OpenRosa XML on the form
+  // receiver, JSON elsewhere.
+  static Reply error_reply(int status, const std::string& message, const std::string& target);
+
  private:
   boost::asio::awaitable<Reply> receive_form(IncomingRequest& request, const std::string& domain,
                                              const std::string& app_id);

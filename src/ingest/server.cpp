@@ -32,14 +32,6 @@ http::response<http::string_body> to_beast(const Reply& r, unsigned version, boo
   return res;
 }
 
-Reply error_reply(int status, std::string message) {
-  Reply r;
-  r.status = status;
-  r.body = std::string(R"({"error":")") + message + "\"}\n";
-  r.close = true;
-  return r;
-}
-
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -49,8 +41,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     bool busy = false;
   };
 
-  Impl(asio::any_io_executor ex, config::Listen l, Handler h)
-      : executor(ex), listen(std::move(l)), handler(std::move(h)), acceptor(ex) {}
+  Impl(asio::any_io_executor ex, config::Listen l, Handler h, ErrorReply e)
+      : executor(ex), listen(std::move(l)), handler(std::move(h)), error_reply(std::move(e)), acceptor(ex) {}
+
+  // The server's own answers end the connection: the rest of the request was not read.
+  Reply own_error(int status, const std::string& message, const std::string& target) {
+    Reply r = error_reply(status, message, target);
+    r.close = true;
+    return r;
+  }
 
   awaitable<void> accept_loop() {
     auto self = shared_from_this();
@@ -94,7 +93,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
     }
     if (sessions.size() > listen.max_connections) {
-      Reply busy = error_reply(503, "too many connections; retry shortly");
+      Reply busy = own_error(503, "too many connections; retry shortly", "");
       co_await write_reply(*s, std::move(busy), 11, false);
       s->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
       co_return;
@@ -149,14 +148,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       co_return;  // the peer went away or was too slow; nobody is left to answer
     }
     Reply r;
+    // The target is set as soon as the request line is parsed, before any header limit trips.
+    const std::string target(parser.get().target());
     if (ec == http::error::body_limit) {
-      r = error_reply(413, "the submission is larger than listen.max_body (" + std::to_string(listen.max_body) +
-                               " bytes); nothing was stored");
+      r = own_error(413, "the submission is larger than listen.max_body (" + std::to_string(listen.max_body) +
+                               " bytes); nothing was stored", target);
     } else if (ec == http::error::header_limit) {
-      r = error_reply(431, "the request headers are larger than listen.max_header (" +
-                               std::to_string(listen.max_header) + " bytes)");
+      r = own_error(431, "the request headers are larger than listen.max_header (" +
+                               std::to_string(listen.max_header) + " bytes)", target);
     } else {
-      r = error_reply(400, "malformed HTTP request: " + ec.message());
+      r = own_error(400, "malformed HTTP request: " + ec.message(), target);
     }
     const unsigned version = parser.is_header_done() ? parser.get().version() : 11;
     co_await write_reply(s, std::move(r), version, false);
@@ -173,14 +174,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::any_io_executor executor;
   config::Listen listen;
   Handler handler;
+  ErrorReply error_reply;
   tcp::acceptor acceptor;
   std::list<std::shared_ptr<Session>> sessions;
   bool stopping = false;
   beast::error_code ignored;
 };
 
-Server::Server(asio::any_io_executor executor, config::Listen listen, Handler handler)
-    : impl_(std::make_shared<Impl>(executor, std::move(listen), std::move(handler))) {}
+Server::Server(asio::any_io_executor executor, config::Listen listen, Handler handler, ErrorReply error_reply)
+    : impl_(std::make_shared<Impl>(executor, std::move(listen), std::move(handler), std::move(error_reply))) {}
 
 Server::~Server() { impl_->stop_all(); }
 

@@ -24,8 +24,11 @@ namespace repeaterd::ingest {
 class Server {
  public:
   using Handler = std::function<boost::asio::awaitable<Reply>(IncomingRequest)>;
+  // Formats the answers the server gives itself (413, 431, 400, 503) for a request target,
+  // which is empty when the request line was not read.
+  using ErrorReply = std::function<Reply(int status, const std::string& message, const std::string& target)>;
 
-  Server(boost::asio::any_io_executor executor, config::Listen listen, Handler handler);
+  Server(boost::asio::any_io_executor executor, config::Listen listen, Handler handler, ErrorReply error_reply);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

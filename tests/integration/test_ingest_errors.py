@@ -1,0 +1,304 @@
+"""Ingest API answers (spec §3): every rejection, duplicates, 503 on a locked database, and
+`--check-config` diagnostics. A rejected request must store nothing."""
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from harness import (OTHER_TOKEN, SOURCE_DIR, Daemon, DaemonTestCase, Endpoint, binary,
+                     connection, free_port, make_config, repeater, seed_form, submit, to_yaml,
+                     unique_form)
+
+MAX_BODY = 64 * 1024
+
+
+def padded_form(size: int) -> tuple[str, bytes]:
+    """A valid unique form of exactly size bytes (padding inside an element)."""
+    iid, form = unique_form()
+    filler = b"x" * max(0, size - len(form) - len(b"<pad></pad>"))
+    out = form.replace(b"</question1>", b"</question1><pad>" + filler + b"</pad>", 1)
+    assert len(out) == size, (len(out), size)
+    return iid, out
+
+
+class IngestErrorsTest(unittest.TestCase):
+    """One daemon for the whole class: these checks are quick and independent."""
+
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not binary().exists():
+            raise unittest.SkipTest(f"repeaterd binary not found at {binary()}")
+        cls.tmp = Path(tempfile.mkdtemp(prefix="repeaterd-ingest-"))
+        cls.ep = Endpoint()
+        cfg = make_config(cls.tmp, free_port(), [connection("inbox", cls.ep.url())],
+                          [repeater("forms", "inbox")],
+                          listen={"max_body": "64KiB", "max_header": "16KiB"})
+        cls.d = Daemon(cls.tmp, cfg)
+        cls.failed = False
+        try:
+            cls.d.start()
+        except Exception:
+            sys.stderr.write(cls.d.stderr_tail())
+            cls.d.close()
+            cls.ep.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        problem = cls.d.close()
+        cls.ep.close()
+        if cls.failed or problem:
+            sys.stderr.write(f"\n----- repeaterd stderr -----\n{cls.d.stderr_tail(150)}\n"
+                             f"[kept temp dir {cls.tmp}]\n")
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        if problem:
+            raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
+
+    def setUp(self):
+        self.before = self.d.db.counts()[:2]
+
+    def tearDown(self):
+        result = self._outcome.result
+        if any(test is self for test, _ in [*result.failures, *result.errors]):
+            type(self).failed = True
+
+    # -- helpers
+
+    def assertNothingStored(self):
+        self.assertEqual(self.d.db.counts()[:2], self.before,
+                         "(payloads, records) changed for a rejected request")
+
+    def assertRejected(self, resp, status, reason_re=None, openrosa=True):
+        self.assertEqual(resp.status, status, f"body: {resp.body[:500]!r}")
+        if openrosa:
+            info = resp.openrosa()
+            self.assertEqual(info["nature"], "submit_error", info)
+            self.assertTrue(info["message"].strip(), "an error needs a reason a person can act on")
+            if reason_re:
+                self.assertRegex(info["message"], re.compile(reason_re, re.I))
+        self.assertNothingStored()
+        return resp
+
+    # -- 400
+
+    def test_malformed_xml_400_with_line_and_column(self):
+        mismatched = (b"<?xml version='1.0' ?>\n<data xmlns=\"http://x\">\n"
+                      b"  <meta><instanceID>m-1</instanceID></meta>\n  <broken></data>\n")
+        resp = self.assertRejected(self.d.submit(mismatched), 400, r"line \d+, column \d+")
+        self.assertRegex(resp.openrosa()["message"], r"line 4\b")
+        self.assertRejected(self.d.submit(b"this is not xml"), 400, r"line 1, column \d+")
+        truncated = seed_form()[:400]
+        self.assertRejected(self.d.submit(truncated), 400, r"line \d+, column \d+")
+
+    def test_missing_instance_id_400(self):
+        form = b"<?xml version='1.0' ?>\n<data xmlns=\"http://x\"><meta><deviceID>1</deviceID></meta></data>"
+        self.assertRejected(self.d.submit(form), 400, r"instanceID")
+        self.assertRejected(self.d.submit(b"<data xmlns=\"http://x\"><q>1</q></data>"), 400, r"instanceID")
+
+    # -- 401 / 403 / 404 / 405
+
+    def test_missing_token_401(self):
+        resp = self.assertRejected(self.d.submit(unique_form()[1], token=None), 401)
+        self.assertTrue(resp.header("WWW-Authenticate"), "401 must carry WWW-Authenticate")
+
+    def test_unknown_token_401(self):
+        resp = self.assertRejected(self.d.submit(unique_form()[1], token="nope"), 401)
+        self.assertTrue(resp.header("WWW-Authenticate"))
+        resp = self.assertRejected(self.d.submit(unique_form()[1], token="nope", auth="basic"), 401)
+        self.assertTrue(resp.header("WWW-Authenticate"))
+
+    def test_token_for_another_domain_403(self):
+        self.assertRejected(self.d.submit(unique_form()[1], token=OTHER_TOKEN), 403, r"domain|demo|other")
+
+    def test_unknown_domain_is_refused(self):
+        resp = self.d.submit(unique_form()[1], domain="nosuchdomain")
+        self.assertIn(resp.status, (403, 404), f"body: {resp.body[:300]!r}")
+        self.assertNothingStored()
+
+    def test_unknown_path_404_json(self):
+        for method, path in (("POST", "/a/demo/nothing"), ("POST", "/receiver"), ("GET", "/nope")):
+            with self.subTest(path=path):
+                resp = submit(self.d.port, unique_form()[1], method=method, path=path)
+                self.assertRejected(resp, 404, openrosa=False)
+                self.assertIn("error", resp.json(), resp.body)
+
+    def test_wrong_method_405(self):
+        for method in ("GET", "PUT", "DELETE"):
+            with self.subTest(method=method):
+                body = b"" if method in ("GET", "DELETE") else unique_form()[1]
+                resp = self.d.submit(body, method=method)
+                self.assertRejected(resp, 405)
+                self.assertIn("POST", resp.header("Allow") or "", "405 must say Allow: POST")
+
+    # -- 413 / 415 / 431
+
+    def test_body_over_max_body_413(self):
+        self.assertRejected(self.d.submit(padded_form(100 * 1024)[1]), 413)
+        self.assertRejected(self.d.submit(padded_form(MAX_BODY + 1)[1]), 413)
+        # The limit is the limit: a form just under it is accepted.
+        iid, fits = padded_form(MAX_BODY - 16)
+        resp = self.d.submit(fits)
+        self.assertEqual(resp.status, 201, resp.body[:300])
+        self.ep.wait_for(lambda rs: any(r.instance_id == iid for r in rs), 10, "the large form")
+
+    def test_non_xml_content_type_415(self):
+        self.assertRejected(self.d.submit(b'{"meta": {"instanceID": "j-1"}}', content_type="application/json"),
+                            415)
+        self.assertRejected(self.d.submit(unique_form()[1], content_type="text/plain"), 415)
+
+    def test_headers_over_max_header_431(self):
+        resp = self.d.submit(unique_form()[1], headers={"X-Padding": "a" * 20000})
+        self.assertRejected(resp, 431, openrosa=False)
+
+    # -- accepted variants, duplicates
+
+    def test_basic_auth_and_application_xml_accepted(self):
+        iid, form = unique_form()
+        resp = self.d.submit(form, auth="basic", content_type="application/xml")
+        self.assertEqual(resp.status, 201, resp.body[:300])
+        info = resp.openrosa()
+        self.assertEqual((info["nature"], info["form_id"], info["records_created"]),
+                         ("submit_success", iid, 1))
+        resp = self.d.submit(unique_form()[1], content_type="text/xml; charset=utf-8")
+        self.assertEqual(resp.status, 201, resp.body[:300])
+
+    def test_duplicate_202_creates_nothing_and_sends_nothing(self):
+        iid, form = unique_form()
+        first = self.d.submit(form)
+        self.assertEqual(first.status, 201, first.body[:300])
+        self.ep.wait_for(lambda rs: any(r.instance_id == iid for r in rs), 10, "the first delivery")
+        stored = self.d.db.counts()[:2]
+        delivered = self.ep.count()
+
+        dup = self.d.submit(form)
+        self.assertEqual(dup.status, 202, dup.body[:300])
+        info = dup.openrosa()
+        self.assertEqual((info["nature"], info["form_id"], info["records_created"]),
+                         ("submit_success", iid, 0))
+        self.assertEqual(self.d.db.counts()[:2], stored, "a duplicate must not create anything")
+        self.ep.assert_quiet(delivered, 0.6)
+
+    def test_same_id_different_bytes_is_not_a_duplicate(self):
+        iid, form = unique_form()
+        changed = form.replace(b"<question1>Trees</question1>", b"<question1>Rocks</question1>")
+        self.assertNotEqual(form, changed)
+        self.assertEqual(self.d.submit(form).status, 201)
+        resp = self.d.submit(changed)
+        self.assertEqual(resp.status, 201, resp.body[:300])
+        self.assertEqual(resp.openrosa()["records_created"], 1)
+        bodies = self.ep.wait_for(
+            lambda rs: (lambda b: b if len(b) >= 2 else None)([r.body for r in rs if r.instance_id == iid]),
+            10, "both versions delivered")
+        self.assertEqual(set(bodies), {form, changed})
+
+
+class LockedStorageTest(DaemonTestCase):
+
+    def test_503_with_retry_after_when_storage_cannot_commit(self):
+        ep = self.endpoint()
+        d = self.daemon([connection("inbox", ep.url())], [repeater("forms", "inbox")])
+        self.assertSubmitted(d.submit(unique_form()[1]), 201)
+        d.events.wait_event("attempt.succeeded")   # nothing else should want the write lock now
+        before = d.db.counts()[:2]
+
+        iid, form = unique_form()
+        locker = sqlite3.connect(str(d.db.path), timeout=10, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            t0 = time.monotonic()
+            resp = d.submit(form, timeout=30)
+            waited = time.monotonic() - t0
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+
+        self.assertEqual(resp.status, 503, resp.body[:300])
+        self.assertTrue(resp.header("Retry-After"), "503 must carry Retry-After")
+        self.assertGreaterEqual(waited, 2.5, "repeaterd should wait out its busy timeout first")
+        self.assertEqual(d.db.counts()[:2], before, "nothing may be stored for a 503")
+        self.assertEqual(d.db.count("payloads", "payload_id = ?", (iid,)), 0)
+        # Once the lock is gone the same submission goes through.
+        self.assertSubmitted(d.submit(form), 201, records=1)
+        ep.wait_for(lambda rs: any(r.instance_id == iid for r in rs), 10, "delivery after the lock")
+
+
+BAD_CONFIG = """\
+listen:
+  address: 127.0.0.1
+  port: 8080
+  bogus_key: 1
+ingest_tokens:
+  - domain: demo
+    token: t
+storage:
+  path: repeaterd.db
+log:
+  events_file: events.log
+connections:
+  - name: c
+    url: http://127.0.0.1:9/x
+    timeout: 5 parsecs
+repeaters:
+  - name: r
+    domain: demo
+    type: form
+    connection: nowhere
+"""
+
+
+class CheckConfigTest(unittest.TestCase):
+
+    def setUp(self):
+        if not binary().exists():
+            self.skipTest(f"repeaterd binary not found at {binary()}")
+        self.tmp = Path(tempfile.mkdtemp(prefix="repeaterd-check-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def check(self, path, env=None):
+        return subprocess.run([str(binary()), "--check-config", str(path)], cwd=self.tmp,
+                              env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                              timeout=30)
+
+    def test_bad_config_lists_every_error_with_position(self):
+        path = self.tmp / "bad.yaml"
+        path.write_text(BAD_CONFIG)
+        run = self.check(path)
+        self.assertEqual(run.returncode, 1, run.stderr)
+        diag = re.compile(rf"^{re.escape(str(path))}:(\d+):(\d+): (.+)$")
+        found = [(int(m[1]), int(m[2]), m[3]) for m in map(diag.match, run.stderr.splitlines()) if m]
+        self.assertTrue(found, f"no FILE:LINE:COL lines in:\n{run.stderr}")
+        by_line = {}
+        for line, col, msg in found:
+            by_line.setdefault(line, []).append((col, msg))
+        self.assertIn(4, by_line, f"unknown key bogus_key (line 4) not reported:\n{run.stderr}")
+        self.assertIn(3, [c for c, _ in by_line[4]], f"bogus_key is at column 3:\n{run.stderr}")
+        self.assertTrue(any("bogus_key" in m for _, m in by_line[4]), run.stderr)
+        self.assertIn(15, by_line, f"bad duration (line 15) not reported:\n{run.stderr}")
+        self.assertIn(20, by_line, f"unknown connection (line 20) not reported:\n{run.stderr}")
+        self.assertTrue(any("nowhere" in m for _, m in by_line[20]), run.stderr)
+
+    def test_good_config_exits_0(self):
+        cfg = make_config(self.tmp, 18080, [connection("c", "http://127.0.0.1:9/x")],
+                          [repeater("r", "c")])
+        path = self.tmp / "good.yaml"
+        path.write_text(to_yaml(cfg) + "\n")
+        run = self.check(path)
+        self.assertEqual(run.returncode, 0, run.stderr)
+
+    def test_example_config_is_valid(self):
+        run = self.check(SOURCE_DIR / "config" / "example.yaml", env={"REPEATERD_TOKEN_DEMO": "demo-token"})
+        self.assertEqual(run.returncode, 0, run.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
