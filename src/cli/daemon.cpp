@@ -6,11 +6,14 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
+#include <thread>
 #include <cstdlib>
 
 #include "common/event_log.hpp"
@@ -45,6 +48,10 @@ int run_daemon(const config::Config& config) {
   // First in, last out: coroutine frames still queued on it are destroyed after everything
   // they point into.
   asio::io_context io(1);
+  // Forwarding runs on its own thread and io_context, so ingest parsing and forwarding use
+  // both cores; they meet only in the store (thread-safe) and Scheduler::notify (posts).
+  asio::io_context forward_io(1);
+  auto forward_work = asio::make_work_guard(forward_io);
   EventLog events;
   if (auto st = events.open(config.log.events_file); !st) {
     spdlog::critical("{}", st.error().message);
@@ -57,7 +64,7 @@ int run_daemon(const config::Config& config) {
   }
   std::unique_ptr<store::Store> store = std::move(opened).value();
 
-  scheduler::Scheduler scheduler(io.get_executor(), config, *store, events);
+  scheduler::Scheduler scheduler(forward_io.get_executor(), config, *store, events);
   ingest::Receiver receiver(config, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,
                         [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); },
@@ -67,7 +74,8 @@ int run_daemon(const config::Config& config) {
     return 1;
   }
   server.start();
-  scheduler.start();
+  asio::post(forward_io, [&] { scheduler.start(); });
+  std::thread forwarder([&] { forward_io.run(); });
   spdlog::info("repeaterd listening on {}:{}; queue {}; events {}; {} connection(s), {} repeater(s)",
                config.listen.address, server.port(), config.storage.path, config.log.events_file,
                config.connections.size(), config.repeaters.size());
@@ -126,7 +134,8 @@ int run_daemon(const config::Config& config) {
             t.expires_after(std::chrono::milliseconds(10));
             co_await t.async_wait(kUseTuple);
           }
-          co_await scheduler.drain(kShutdownGrace);
+          auto drain = scheduler.drain(kShutdownGrace);
+          co_await asio::co_spawn(forward_io, std::move(drain), asio::use_awaitable);
           reopen.cancel();
           hangup.cancel();
           io.stop();
@@ -135,6 +144,9 @@ int run_daemon(const config::Config& config) {
   });
 
   io.run();
+  forward_work.reset();
+  forward_io.stop();
+  forwarder.join();
   store.reset();  // commits whatever is queued, then joins the writer
   spdlog::info("repeaterd stopped");
   return 0;

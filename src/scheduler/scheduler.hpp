@@ -7,7 +7,8 @@
 // retry_policy. New records wake the worker of their connection at once; otherwise it sleeps
 // until the earliest due record of its repeaters.
 //
-// Thread-safety: everything runs on the one executor given to the constructor.
+// Thread-safety: everything runs on the one executor given to the constructor, except
+// notify(), which any thread may call.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -36,7 +37,7 @@ class Scheduler {
   // Starts the connection workers, the queue summary and the retention purge.
   void start();
 
-  // New records exist for `repeater`: wake its connection's worker.
+  // New records exist for `repeater`: wake its connection's worker. Callable from any thread.
   void notify(const std::string& repeater);
 
   // Stops claiming records and waits up to `grace` for attempts in flight to be stored.

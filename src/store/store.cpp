@@ -23,6 +23,13 @@ const char* to_string(RecordState s) {
   return "?";
 }
 
+namespace {
+
+// Transaction control runs for every job; prepared once, it costs no parsing.
+void step(Db& db, const char* sql) { StmtGuard(db.prepare(sql))->run(); }
+
+}  // namespace
+
 Result<std::unique_ptr<Store>> Store::open(const Options& options) {
   try {
     std::error_code ec;
@@ -121,19 +128,19 @@ void Store::writer_loop() {
     results.assign(batch.size(), Status(Ok{}));
     Status commit = Ok{};
     try {
-      db_->exec("BEGIN IMMEDIATE");
+      step(*db_, "BEGIN IMMEDIATE");
       for (std::size_t i = 0; i < batch.size(); ++i) {
-        db_->exec("SAVEPOINT job");
+        step(*db_, "SAVEPOINT job");
         try {
           batch[i].job(*db_);
-          db_->exec("RELEASE job");
+          step(*db_, "RELEASE job");
         } catch (const std::exception& e) {
           results[i] = make_error(e.what());
-          db_->exec("ROLLBACK TO job");
-          db_->exec("RELEASE job");
+          step(*db_, "ROLLBACK TO job");
+          step(*db_, "RELEASE job");
         }
       }
-      db_->exec("COMMIT");
+      step(*db_, "COMMIT");
     } catch (const std::exception& e) {
       commit = make_error(std::string("the queue database could not commit: ") + e.what());
       try {
@@ -191,7 +198,8 @@ IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRec
   return out;
 }
 
-Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now) {
+Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now,
+                   bool want_next_due) {
   Claim out;
   // Per repeater, the oldest due ids straight from the due index; then the oldest overall.
   std::vector<std::pair<Micros, std::string>> due;
@@ -252,6 +260,7 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
     out.records.push_back(std::move(c));
   }
 
+  if (!want_next_due) return out;
   StmtGuard next(db.prepare(
       "SELECT MIN(next_attempt_at) FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL"));
   for (const auto& r : repeaters) {

@@ -149,8 +149,10 @@ class Store {
   static IngestResult ingest(Db& db, const NewPayload& payload, const std::vector<NewRecord>& records,
                              Micros now);
   // Claims up to `limit` due records of `repeaters`, oldest due first.
-  // Each claimed record gets an 'in_flight' attempt row with a fresh request id.
-  static Claim claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now);
+  // Each claimed record gets an 'in_flight' attempt row with a fresh request id. Without
+  // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).
+  static Claim claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now,
+                     bool want_next_due = true);
   static void finish(Db& db, const AttemptOutcome& outcome, Micros now);
   static std::vector<RepeaterSummary> summarize(Db& db, Micros now);
   // Deletes succeeded/cancelled records last updated before `cutoff`, their attempts, and
