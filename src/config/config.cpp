@@ -291,19 +291,24 @@ class Loader {
     detail::read_duration(m, "retention", out.retention);
   }
 
+  // A string that must be one of `choices`; `out` keeps its default otherwise.
+  template <std::size_t N>
+  void read_choice(const MapReader& m, std::string_view key, const std::array<std::string_view, N>& choices,
+                   std::string_view what, std::string& out) {
+    std::string text;
+    if (const Field* f = detail::read_string(m, key, text, what)) {
+      if (one_of(text, choices)) {
+        out = text;
+      } else {
+        reporter_.error(f->mark(), f->path + ": expected " + std::string(what) + ", got " + describe(f->value));
+      }
+    }
+  }
+
   void read_log(const Field& field, Log& out) {
     const MapReader m(field.value, field.path, kLogKeys, reporter_, Empty::means_defaults);
     detail::read_string(m, "events_file", out.events_file, "a file path");
-    std::string level;
-    constexpr std::string_view kWhat = "one of trace, debug, info, warn or error";
-    if (const Field* f = detail::read_string(m, "level", level, kWhat)) {
-      if (one_of(level, kLogLevels)) {
-        out.level = level;
-      } else {
-        reporter_.error(f->mark(), f->path + ": expected " + std::string(kWhat) + ", got " +
-                                       describe(f->value));
-      }
-    }
+    read_choice(m, "level", kLogLevels, "one of trace, debug, info, warn or error", out.level);
     detail::read_duration(m, "queue_summary_every", out.queue_summary_every);
   }
 
@@ -461,15 +466,7 @@ class Loader {
         connection_refs_.push_back({r.connection, f->path, f->mark()});
       }
     }
-    constexpr std::string_view kMethodWhat = "POST, PUT or PATCH";
-    if (const Field* f = detail::read_string(m, "method", text, kMethodWhat)) {
-      if (one_of(text, kMethods)) {
-        r.method = text;
-      } else {
-        reporter_.error(f->mark(), f->path + ": expected " + std::string(kMethodWhat) + ", got " +
-                                       describe(f->value));
-      }
-    }
+    read_choice(m, "method", kMethods, "POST, PUT or PATCH", r.method);
     detail::read_bool(m, "include_app_id_param", r.include_app_id_param);
     if (const Field* f = detail::read_bool(m, "paused", r.paused); f != nullptr && r.paused) {
       reporter_.warning(f->mark(), "repeater " + (r.name.empty() ? path : r.name) +
