@@ -73,8 +73,19 @@ struct Retry {
   double jitter = 0.2;  // delays are spread uniformly by ±jitter
 };
 
-enum class RepeaterType { form };
-enum class PayloadFormat { xml };
+// What a repeater forwards (spec §4): the form, each case it touched, a stub naming both,
+// or the id of a saved/built app.
+enum class RepeaterType { form, case_, form_stub, app_structure };
+// The body's format. form and case: xml (default) or json; form_stub is always json and
+// app_structure always plain text.
+enum class PayloadFormat { xml, json, text };
+
+// Which payloads a repeater takes; an empty list takes all.
+struct Filters {
+  std::vector<std::string> form_xmlns;     // form and form_stub: only forms with these xmlns
+  std::vector<std::string> case_types;     // case: only cases of these types
+  std::vector<std::string> exclude_users;  // never payloads submitted by these user ids
+};
 
 struct Repeater {
   std::string name;
@@ -85,6 +96,10 @@ struct Repeater {
   std::string method = "POST";  // POST | PUT | PATCH
   bool include_app_id_param = true;
   bool paused = false;
+  // JSON bodies only: the forwarded body is this text with %SUBMISSION% replaced by the JSON
+  // payload (a Kobo-style wrapper such as {"form": "intake", "body": %SUBMISSION%}).
+  std::optional<std::string> body_template;
+  Filters filters;
   Retry retry;
 };
 

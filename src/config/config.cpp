@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <array>
 #include <boost/url/parse.hpp>
+#include <nlohmann/json.hpp>
 #include <cctype>
 #include <limits>
 #include <utility>
 
 #include "config/read_file.hpp"
 #include "config/reporter.hpp"
+#include <nlohmann/json.hpp>
 #include "config/secret.hpp"
 #include "config/yaml_reader.hpp"
 
@@ -49,16 +51,16 @@ const KeySet kConnectionKeys{
      "signing_secret_file"}};
 const KeySet kConnectionTlsKeys{{"verify", "ca_file"}, {"client_cert_file", "client_key_file"}};
 const KeySet kRepeaterKeys{{"name", "domain", "type", "connection", "format", "method",
-                            "include_app_id_param", "paused", "retry"},
-                           {"template", "filters", "ordered"}};
+                            "include_app_id_param", "paused", "retry", "template", "filters"},
+                           {"ordered"}};
+const KeySet kFilterKeys{{"form_xmlns", "case_types", "exclude_users"}, {}};
 const KeySet kRetryKeys{
     {"initial", "multiplier", "max_delay", "max_attempts", "max_attempts_client_error", "jitter"},
     {}};
 
 constexpr std::array<std::string_view, 5> kLogLevels{"trace", "debug", "info", "warn", "error"};
 constexpr std::array<std::string_view, 3> kMethods{"POST", "PUT", "PATCH"};
-// Repeater types of the product contract that this version cannot forward yet.
-constexpr std::array<std::string_view, 3> kLaterTypes{"case", "form_stub", "app_structure"};
+constexpr std::array<std::string_view, 4> kRepeaterTypes{"form", "case", "form_stub", "app_structure"};
 // repeaterd computes these for every request; a configured value would contradict it or
 // break the request framing.
 constexpr std::array<std::string_view, 7> kReservedHeaders{
@@ -446,20 +448,19 @@ class Loader {
     }
     std::string text;
     if (const Field* f = detail::read_string(m, "type", text, "a repeater type")) {
-      if (text != to_string(RepeaterType::form)) {
-        const std::string what =
-            one_of(text, kLaterTypes) ? " is not supported by this version" : " is unknown";
-        reporter_.error(f->mark(), f->path + ": type " + quote(text) + what + "; supported: form");
+      if (text == "case") r.type = RepeaterType::case_;
+      else if (text == "form_stub") r.type = RepeaterType::form_stub;
+      else if (text == "app_structure") r.type = RepeaterType::app_structure;
+      else if (text != "form") {
+        reporter_.error(f->mark(), f->path + ": type " + quote(text) + " is unknown; supported: " +
+                                       join(kRepeaterTypes, " or "));
       }
     }
-    if (const Field* f = detail::read_string(m, "format", text, "a payload format")) {
-      if (text != to_string(PayloadFormat::xml)) {
-        const std::string what =
-            text == "json" ? " is not supported by this version" : " is unknown";
-        reporter_.error(f->mark(), f->path + ": format " + quote(text) + what +
-                                       " for type form; supported: xml");
-      }
+    read_format(m, r);
+    if (const Field* f = detail::read_string(m, "template", text, "a JSON template")) {
+      read_template(*f, text, r);
     }
+    if (const Field* f = m.find("filters")) read_filters(*f, r);
     if (m.require("connection") != nullptr) {
       if (const Field* f =
               detail::read_string(m, "connection", r.connection, "a connection name")) {
@@ -475,6 +476,78 @@ class Loader {
     }
     if (const Field* f = m.find("retry")) read_retry(*f, r.retry);
     return r;
+  }
+
+  // form and case bodies come as xml (the default) or json; a stub is always JSON and an
+  // app change always plain text, so a format there can only be a mistake.
+  void read_format(const MapReader& m, Repeater& r) {
+    if (r.type == RepeaterType::form_stub) r.format = PayloadFormat::json;
+    if (r.type == RepeaterType::app_structure) r.format = PayloadFormat::text;
+    std::string text;
+    const Field* f = detail::read_string(m, "format", text, "a payload format");
+    if (f == nullptr) return;
+    const bool choosable = r.type == RepeaterType::form || r.type == RepeaterType::case_;
+    if (!choosable) {
+      reporter_.error(f->mark(), f->path + ": type " + std::string(to_string(r.type)) +
+                                     " has a fixed format (" + to_string(r.format) + "); remove format");
+    } else if (text == "xml") {
+      r.format = PayloadFormat::xml;
+    } else if (text == "json") {
+      r.format = PayloadFormat::json;
+    } else {
+      reporter_.error(f->mark(), f->path + ": format " + quote(text) + " is unknown for type " +
+                                     to_string(r.type) + "; supported: xml or json");
+    }
+  }
+
+  // A template must produce JSON: try it with an empty object in place of the payload.
+  void read_template(const Field& f, const std::string& text, Repeater& r) {
+    if (r.format != PayloadFormat::json) {
+      reporter_.error(f.mark(), f.path + ": a template applies to JSON bodies only (format json, or type "
+                                         "form_stub)");
+      return;
+    }
+    if (text.find("%SUBMISSION%") == std::string::npos) {
+      reporter_.error(f.mark(), f.path + ": the template has no %SUBMISSION% placeholder for the payload");
+      return;
+    }
+    std::string probe = text;
+    for (auto pos = probe.find("%SUBMISSION%"); pos != std::string::npos; pos = probe.find("%SUBMISSION%", pos)) {
+      probe.replace(pos, 12, "{}");
+    }
+    if (!nlohmann::json::accept(probe)) {
+      reporter_.error(f.mark(), f.path + ": the template is not valid JSON once %SUBMISSION% is replaced by "
+                                         "the payload: " + quote(text));
+      return;
+    }
+    r.body_template = text;
+  }
+
+  void read_filters(const Field& field, Repeater& r) {
+    const MapReader m(field.value, field.path, kFilterKeys, reporter_, Empty::means_defaults);
+    if (!m.valid()) return;
+    read_string_list(m, "form_xmlns", r.filters.form_xmlns);
+    read_string_list(m, "case_types", r.filters.case_types);
+    read_string_list(m, "exclude_users", r.filters.exclude_users);
+    const bool forms = r.type == RepeaterType::form || r.type == RepeaterType::form_stub;
+    if (const Field* f = m.find("form_xmlns"); f != nullptr && !forms) {
+      reporter_.error(f->mark(), f->path + ": form_xmlns filters form and form_stub repeaters only");
+    }
+    if (const Field* f = m.find("case_types"); f != nullptr && r.type != RepeaterType::case_) {
+      reporter_.error(f->mark(), f->path + ": case_types filters case repeaters only");
+    }
+  }
+
+  void read_string_list(const MapReader& m, std::string_view key, std::vector<std::string>& out) {
+    const Field* f = m.find(key);
+    if (f == nullptr) return;
+    detail::for_each_item(*f, reporter_, [&](const YAML::Node& item, const std::string& path) {
+      if (!item.IsScalar() || item.Scalar().empty()) {
+        reporter_.error(item.Mark(), path + ": expected a non-empty string, got " + detail::describe(item));
+        return;
+      }
+      out.push_back(item.Scalar());
+    });
   }
 
   void read_retry(const Field& field, Retry& out) {
@@ -641,18 +714,21 @@ LoadResult load_config(const std::string& path, const std::map<std::string, std:
 
 const char* to_string(RepeaterType t) {
   switch (t) {
-    case RepeaterType::form:
-      return "form";
+    case RepeaterType::form: return "form";
+    case RepeaterType::case_: return "case";
+    case RepeaterType::form_stub: return "form_stub";
+    case RepeaterType::app_structure: return "app_structure";
   }
-  return "unknown";
+  return "?";
 }
 
 const char* to_string(PayloadFormat f) {
   switch (f) {
-    case PayloadFormat::xml:
-      return "xml";
+    case PayloadFormat::xml: return "xml";
+    case PayloadFormat::json: return "json";
+    case PayloadFormat::text: return "text";
   }
-  return "unknown";
+  return "?";
 }
 
 }  // namespace repeaterd::config

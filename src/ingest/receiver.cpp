@@ -12,9 +12,13 @@
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
+#include <set>
 #include <sstream>
 
 #include "common/ids.hpp"
+#include "ingest/multipart.hpp"
+#include "payload/case.hpp"
+#include "payload/form_json.hpp"
 #include "payload/xform.hpp"
 #include "store/async.hpp"
 
@@ -112,10 +116,58 @@ std::string openrosa_response(bool success, const std::string& message, const st
   return out.str();
 }
 
+namespace {
+
+// Which endpoint a path names; decides the answers' format too (OpenRosa XML on the form
+// receiver, JSON elsewhere).
+enum class Endpoint { none, receiver, cases, apps };
+
+struct Route {
+  Endpoint endpoint = Endpoint::none;
+  std::string domain;
+  std::string app_id;  // apps: from the path; receiver: the ?app_id= parameter
+};
+
+Route route(const boost::urls::url_view& url) {
+  std::vector<std::string> segs;
+  for (auto seg : url.segments()) segs.push_back(seg);
+  Route r;
+  if (segs.size() < 3 || segs[0] != "a" || segs[1].empty()) return r;
+  r.domain = segs[1];
+  if (segs.size() == 3 && segs[2] == "receiver") {
+    r.endpoint = Endpoint::receiver;
+    if (auto it = url.params().find("app_id"); it != url.params().end()) r.app_id = (*it).value;
+  } else if (segs.size() == 3 && segs[2] == "cases") {
+    r.endpoint = Endpoint::cases;
+  } else if (segs.size() == 4 && segs[2] == "apps" && !segs[3].empty()) {
+    r.endpoint = Endpoint::apps;
+    r.app_id = segs[3];
+  }
+  return r;
+}
+
+Reply error_for(Endpoint e, int status, const std::string& message) {
+  return e == Endpoint::receiver ? xml_reply(status, false, message) : json_error(status, message);
+}
+
+// A submission answered in the format its client sent: OpenRosa XML to XForm clients,
+// JSON to everyone else.
+Reply success_for(bool xml, int status, const std::string& message, const std::string& id, int records,
+                  const std::vector<std::string>& case_ids) {
+  if (xml) return xml_reply(status, true, message, id, records);
+  Reply r;
+  r.status = status;
+  r.body = nlohmann::json{{"message", message}, {"id", id}, {"records_created", records}, {"case_ids", case_ids}}
+               .dump() +
+           "\n";
+  return r;
+}
+
+}  // namespace
+
 Reply Receiver::error_reply(int status, const std::string& message, const std::string& target) {
   auto url = boost::urls::parse_origin_form(target);
-  if (url && boost::ends_with(url->path(), "/receiver")) return xml_reply(status, false, message);
-  return json_error(status, message);
+  return error_for(url ? route(*url).endpoint : Endpoint::none, status, message);
 }
 
 Receiver::Receiver(const config::Config& config, store::Store& store, EventLog& events,
@@ -125,112 +177,263 @@ Receiver::Receiver(const config::Config& config, store::Store& store, EventLog& 
 boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
   auto url = boost::urls::parse_origin_form(request.target);
   if (!url) co_return json_error(400, "the request target \"" + request.target + "\" is not a valid path");
-  std::vector<std::string> segs;
-  for (auto seg : url->segments()) segs.push_back(seg);
-  const bool receiver = segs.size() == 3 && segs[0] == "a" && !segs[1].empty() && segs[2] == "receiver";
-  if (!receiver) {
+  const Route r = route(*url);
+  if (r.endpoint == Endpoint::none) {
     co_return json_error(404, "no such endpoint: " + std::string(url->path()) +
-                                  " (submit forms to POST /a/{domain}/receiver)");
+                                  " (POST /a/{domain}/receiver, /a/{domain}/cases or /a/{domain}/apps/{app_id})");
   }
   if (request.method != "POST") {
-    Reply r = xml_reply(405, false, "use POST to submit a form to " + std::string(url->path()));
-    r.headers.emplace_back("Allow", "POST");
-    co_return r;
+    Reply reply = error_for(r.endpoint, 405, "use POST on " + std::string(url->path()));
+    reply.headers.emplace_back("Allow", "POST");
+    co_return reply;
   }
-  const std::string& domain = segs[1];
-  switch (authenticate(config_.ingest_tokens, request.authorization, domain)) {
+  switch (authenticate(config_.ingest_tokens, request.authorization, r.domain)) {
     case AuthResult::ok:
       break;
     case AuthResult::missing: {
-      Reply r = xml_reply(401, false,
-                          "authentication required: send \"Authorization: Bearer <token>\" (or Basic auth with the "
-                          "token as the password) with an ingest token for project space \"" + domain + "\"");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"repeaterd\"");
-      co_return r;
+      Reply reply = error_for(r.endpoint, 401,
+                              "authentication required: send \"Authorization: Bearer <token>\" (or Basic auth with "
+                              "the token as the password) with an ingest token for project space \"" + r.domain + "\"");
+      reply.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"repeaterd\"");
+      co_return reply;
     }
     case AuthResult::unknown_token: {
-      Reply r = xml_reply(401, false, "the token is not a known ingest token; check ingest_tokens in the configuration");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"repeaterd\", error=\"invalid_token\"");
-      co_return r;
+      Reply reply = error_for(r.endpoint, 401,
+                              "the token is not a known ingest token; check ingest_tokens in the configuration");
+      reply.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"repeaterd\", error=\"invalid_token\"");
+      co_return reply;
     }
     case AuthResult::wrong_domain:
-      co_return xml_reply(403, false, "the token is valid but not for project space \"" + domain +
-                                          "\"; use that project space's token or submit to the token's own");
+      co_return error_for(r.endpoint, 403, "the token is valid but not for project space \"" + r.domain +
+                                               "\"; use that project space's token or submit to the token's own");
   }
-  std::string app_id;
-  if (auto it = url->params().find("app_id"); it != url->params().end()) app_id = (*it).value;
-  co_return co_await receive_form(request, domain, app_id);
+  Result<Submission> s = make_error("");
+  bool xml_client = false;
+  switch (r.endpoint) {
+    case Endpoint::receiver:
+      xml_client = media_type(request.content_type) != "application/json";
+      s = read_form(request, r.domain, r.app_id);
+      break;
+    case Endpoint::cases:
+      s = read_cases(request, r.domain);
+      break;
+    case Endpoint::apps:
+      s = read_app_change(request, r.domain, r.app_id);
+      break;
+    case Endpoint::none:
+      break;
+  }
+  if (!s.ok()) {
+    // read_* put the status in front: "415 ..." / "400 ..." / "422 ...".
+    const std::string& m = s.error().message;
+    co_return error_for(xml_client ? Endpoint::receiver : Endpoint::cases, std::stoi(m.substr(0, 3)),
+                        m.substr(4) + "; nothing was stored");
+  }
+  co_return co_await store_submission(std::move(*s), xml_client);
 }
 
-boost::asio::awaitable<Reply> Receiver::receive_form(IncomingRequest& request, const std::string& domain,
-                                                     const std::string& app_id) {
+namespace {
+
+Error status_error(int status, const std::string& message) { return make_error(std::to_string(status) + " " + message); }
+
+const char* kReceiverTypes =
+    "submit the XForm as text/xml or application/xml, as OpenRosa multipart/form-data with the form in the part "
+    "xml_submission_file, or a JSON submission as application/json";
+
+}  // namespace
+
+Result<Submission> Receiver::read_form(IncomingRequest& request, const std::string& domain, const std::string& app_id) {
   const std::string type = media_type(request.content_type);
-  if (type != "text/xml" && type != "application/xml") {
-    co_return xml_reply(415, false, "unsupported Content-Type \"" + request.content_type +
-                                        "\": submit the XForm instance with Content-Type: text/xml or application/xml");
+  Submission s;
+  s.payload.domain = domain;
+  s.payload.app_id = app_id;
+  s.payload.received_on = now_micros();
+  if (type == "application/json") {
+    auto j = payload::parse_json_submission(request.body);
+    if (!j) return status_error(400, j.error().message);
+    s.kind = SubmissionKind::json_form;
+    s.payload.payload_type = "form";
+    s.payload.payload_id = j->instance_id;
+    s.payload.xmlns = j->xmlns;
+    s.payload.content_type = "application/json";
+    s.payload.body = std::move(request.body);
+    return s;
   }
-  auto form = payload::parse_xform(request.body);
-  if (!form) co_return xml_reply(400, false, form.error().message + "; nothing was stored");
-
-  const Micros now = now_micros();
-  store::NewPayload p;
-  p.domain = domain;
-  p.payload_type = "form";
-  p.payload_id = form->instance_id;
-  p.xmlns = form->xmlns;
-  p.app_id = app_id;
-  p.content_type = request.content_type;
-  p.body = std::move(request.body);
-  p.received_on = now;
-
-  const std::string received_on = format_iso8601(now);
-  std::vector<store::NewRecord> records;
-  std::vector<const config::Repeater*> targets;
-  for (const auto& r : config_.repeaters) {
-    if (r.type != config::RepeaterType::form) continue;
-    if (r.domain && *r.domain != domain) continue;
-    store::NewRecord rec;
-    rec.id = uuid_v7(now);
-    rec.repeater = r.name;
-    rec.content_type = "text/xml";
-    if (r.include_app_id_param && !app_id.empty()) {
-      rec.query = "app_id=" + boost::urls::encode(app_id, boost::urls::unreserved_chars);
+  std::string xml;
+  if (type == "multipart/form-data") {
+    auto parts = parse_multipart(request.content_type, request.body);
+    if (!parts) return status_error(400, "malformed multipart/form-data: " + parts.error().message);
+    bool found = false;
+    for (auto& part : *parts) {
+      if (part.name == "xml_submission_file" && !found) {
+        xml = std::move(part.body);
+        found = true;
+      } else {
+        s.attachments.push_back({part.name, part.filename, part.content_type, std::move(part.body)});
+      }
     }
-    rec.headers_json = nlohmann::json{{"Received-On", received_on}}.dump();
-    records.push_back(std::move(rec));
-    targets.push_back(&r);
+    if (!found) return status_error(400, "the multipart submission has no part named xml_submission_file (the XForm)");
+    std::set<std::string> names;
+    for (const auto& a : s.attachments) {
+      if (!names.insert(a.name).second) return status_error(400, "two attachments are named \"" + a.name + "\"");
+    }
+  } else if (type == "text/xml" || type == "application/xml") {
+    xml = std::move(request.body);
+  } else {
+    return status_error(415, "unsupported Content-Type \"" + request.content_type + "\": " + kReceiverTypes);
   }
+  auto form = payload::parse_xform(xml);
+  if (!form) return status_error(400, form.error().message);
+  s.kind = form->device_report ? SubmissionKind::device_report : SubmissionKind::xform;
+  s.payload.payload_type = form->device_report ? "device_report" : "form";
+  s.payload.payload_id = form->instance_id;
+  s.payload.xmlns = form->xmlns;
+  s.payload.content_type = "text/xml";
+  s.payload.body = std::move(xml);
+  s.user_id = form->user_id;
+  s.xform = form->document;
+  if (!form->device_report) {
+    auto blocks = payload::find_case_blocks(form->document->document_element(), s.payload.body);
+    if (!blocks) return status_error(422, blocks.error().message);
+    s.case_blocks = std::move(*blocks);
+  }
+  return s;
+}
 
+Result<Submission> Receiver::read_cases(IncomingRequest& request, const std::string& domain) {
+  const std::string type = media_type(request.content_type);
+  Submission s;
+  s.kind = SubmissionKind::cases;
+  s.payload.domain = domain;
+  s.payload.payload_type = "case";
+  // Case updates have no form of their own; like CommCare's system forms they get an id.
+  s.payload.payload_id = uuid_v4();
+  s.payload.received_on = now_micros();
+  if (type == "application/json") {
+    auto blocks = payload::parse_case_json(request.body);
+    if (!blocks) return status_error(blocks.error().message.rfind("case", 0) == 0 ? 422 : 400, blocks.error().message);
+    s.case_blocks = std::move(*blocks);
+    s.payload.content_type = "application/json";
+  } else if (type == "text/xml" || type == "application/xml") {
+    pugi::xml_document doc;
+    const auto parsed = doc.load_buffer(request.body.data(), request.body.size());
+    if (!parsed) {
+      auto form = payload::parse_xform(request.body);  // the same parser, for line and column
+      return status_error(400, form ? std::string(parsed.description()) : form.error().message);
+    }
+    auto blocks = payload::find_case_blocks(doc, request.body);
+    if (!blocks) return status_error(422, blocks.error().message);
+    s.case_blocks = std::move(*blocks);
+    s.payload.content_type = "text/xml";
+  } else {
+    return status_error(415, "unsupported Content-Type \"" + request.content_type +
+                                 "\": send case blocks as text/xml or case objects as application/json");
+  }
+  if (s.case_blocks.empty()) {
+    return status_error(400, "no case blocks found: send <case xmlns=\"http://commcarehq.org/case/transaction/v2\" "
+                             "case_id=\"...\"> elements, or JSON objects with a case_id");
+  }
+  s.payload.body = std::move(request.body);
+  return s;
+}
+
+Result<Submission> Receiver::read_app_change(IncomingRequest& request, const std::string& domain,
+                                             const std::string& app_id) {
+  Submission s;
+  s.kind = SubmissionKind::app_change;
+  s.payload.domain = domain;
+  s.payload.payload_type = "app";
+  s.payload.payload_id = uuid_v4();  // every save or build is an event of its own
+  s.payload.app_id = app_id;
+  s.payload.received_on = now_micros();
+  s.payload.content_type = request.content_type.empty() ? "application/json" : request.content_type;
+  if (!boost::trim_copy(request.body).empty()) {
+    auto j = nlohmann::json::parse(request.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || (j.contains("build_id") && !j["build_id"].is_string())) {
+      return status_error(400, "an app change is an empty body (the app was saved) or {\"build_id\": \"...\"} (a "
+                               "version was built)");
+    }
+    if (j.contains("build_id")) s.build_id = j["build_id"].get<std::string>();
+  }
+  s.payload.body = std::move(request.body);
+  return s;
+}
+
+boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_client) {
+  const Micros now = s.payload.received_on;
+  const config::Config* config = &config_;
+  auto shared = std::make_shared<Submission>(std::move(s));
+  auto records = std::make_shared<std::vector<store::NewRecord>>();
+  auto cases = std::make_shared<std::vector<payload::CaseState>>();
   // Named, not a temporary in the co_await expression: GCC 12 destroys such temporaries twice.
-  std::function<store::IngestResult(store::Db&)> job = [p = std::move(p), records, now](store::Db& db) {
-    return store::Store::ingest(db, p, records, now);
+  std::function<store::IngestResult(store::Db&)> job = [config, shared, records, cases, now](store::Db& db) {
+    const Submission& sub = *shared;
+    store::IngestResult out;
+    if (store::Store::has_identical(db, sub.payload)) {
+      out.duplicate = true;
+      return out;
+    }
+    auto lookup = [&](const std::string& case_id) -> std::optional<payload::CaseState> {
+      auto stored = store::Store::load_case(db, sub.payload.domain, case_id);
+      if (!stored) return std::nullopt;
+      auto state = payload::case_from_storage_json(stored->state_json);
+      if (!state) throw std::runtime_error("case " + case_id + " in the database is unreadable: " + state.error().message);
+      return *state;
+    };
+    auto applied = payload::apply_case_blocks(sub.case_blocks, sub.payload.domain, sub.payload.payload_id, now, lookup);
+    if (!applied) {
+      out.rejected = applied.error().message;
+      return out;
+    }
+    *cases = std::move(*applied);
+    for (const auto& c : *cases) {
+      store::Store::save_case(db, sub.payload.domain,
+                              {c.case_id, c.case_type, c.closed, c.server_modified_on, payload::case_to_storage_json(c)});
+    }
+    *records = make_records(*config, sub, *cases, now);
+    out = store::Store::ingest(db, sub.payload, *records, now);
+    store::Store::add_attachments(db, out.payload_row, sub.attachments);
+    return out;
   };
   auto stored = co_await store::async_run<store::IngestResult>(store_, std::move(job));
+  const auto& p = shared->payload;
   if (!stored.ok()) {
-    spdlog::error("ingest: form {} from {} not stored: {}", form->instance_id, request.remote, stored.error().message);
-    Reply r = xml_reply(503, false, "the form could not be stored (" + stored.error().message +
-                                        "); nothing was kept, submit it again later");
+    spdlog::error("ingest: {} {} not stored: {}", p.payload_type, p.payload_id, stored.error().message);
+    Reply r = error_for(xml_client ? Endpoint::receiver : Endpoint::cases, 503,
+                        "the submission could not be stored (" + stored.error().message +
+                            "); nothing was kept, submit it again later");
     r.headers.emplace_back("Retry-After", "30");
     co_return r;
   }
+  if (!stored->rejected.empty()) {
+    co_return error_for(xml_client ? Endpoint::receiver : Endpoint::cases, 422,
+                        stored->rejected + "; the whole submission was rejected and nothing was stored");
+  }
+  const std::vector<std::string> case_ids = touched_case_ids(shared->case_blocks);
   if (stored->duplicate) {
-    co_return xml_reply(202, true, "form " + form->instance_id + " was already received with identical content; "
-                                   "nothing new was queued", form->instance_id, 0);
+    co_return success_for(xml_client, 202,
+                          p.payload_type + " " + p.payload_id +
+                              " was already received with identical content; nothing new was queued",
+                          p.payload_id, 0, case_ids);
   }
-  for (std::size_t i = 0; i < records.size(); ++i) {
-    const auto* r = targets[i];
-    events_.emit("record.created", {{"record_id", records[i].id},
-                                    {"repeater", r->name},
-                                    {"connection", r->connection},
-                                    {"domain", domain},
-                                    {"payload_type", "form"},
-                                    {"payload_id", form->instance_id},
+  for (const auto& rec : *records) {
+    const config::Repeater* r = config_.find_repeater(rec.repeater);
+    events_.emit("record.created", {{"record_id", rec.id},
+                                    {"repeater", rec.repeater},
+                                    {"connection", r != nullptr ? r->connection : ""},
+                                    {"domain", p.domain},
+                                    {"payload_type", rec.case_id.empty() ? p.payload_type : "case"},
+                                    {"payload_id", rec.case_id.empty() ? p.payload_id : rec.case_id},
                                     {"state", "pending"}});
-    on_records_(r->name);
+    on_records_(rec.repeater);
   }
-  const int n = static_cast<int>(records.size());
-  co_return xml_reply(201, true, "Thanks! Form " + form->instance_id + " received; " + std::to_string(n) +
-                                     " repeat record(s) queued.", form->instance_id, n);
+  const int n = static_cast<int>(records->size());
+  std::string what = p.payload_type == "form" ? "Thanks! Form " + p.payload_id + " received"
+                     : p.payload_type == "device_report" ? "Device report received (stored, not forwarded)"
+                     : p.payload_type == "case" ? std::to_string(case_ids.size()) + " case(s) updated"
+                                                : "App change for " + p.app_id + " received";
+  co_return success_for(xml_client, 201, what + "; " + std::to_string(n) + " repeat record(s) queued.", p.payload_id, n,
+                        case_ids);
 }
 
 }  // namespace repeaterd::ingest

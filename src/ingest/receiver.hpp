@@ -1,8 +1,8 @@
 // ingest::Receiver: what repeaterd does with a submission (spec §3).
 //
-// Routes the request, authenticates the token for the path's project space (domain), checks
-// and parses the body, then stores the payload and one repeat record per matching repeater in
-// one store job. It answers 201 only after that job's batch is committed; a rejected request
+// Routes the request (/a/{domain}/receiver, /cases, /apps/{app_id}), authenticates the token
+// for the path's project space (domain), checks and parses the body, then, in one store job,
+// applies its case blocks to the case store and stores the payload and its repeat records. It answers 201 only after that job's batch is committed; a rejected request
 // stores nothing. Every error answer carries a reason a person can act on.
 //
 // Thread-safety: runs on the daemon's executor; the store does the blocking work.
@@ -14,6 +14,7 @@
 
 #include "common/event_log.hpp"
 #include "ingest/http_types.hpp"
+#include "ingest/submission.hpp"
 #include "repeaterd/config.hpp"
 #include "store/store.hpp"
 
@@ -32,8 +33,13 @@ class Receiver {
   static Reply error_reply(int status, const std::string& message, const std::string& target);
 
  private:
-  boost::asio::awaitable<Reply> receive_form(IncomingRequest& request, const std::string& domain,
-                                             const std::string& app_id);
+  // Each reads a request into a Submission, or fails with "NNN reason" (400, 415, 422).
+  Result<Submission> read_form(IncomingRequest& request, const std::string& domain, const std::string& app_id);
+  Result<Submission> read_cases(IncomingRequest& request, const std::string& domain);
+  Result<Submission> read_app_change(IncomingRequest& request, const std::string& domain, const std::string& app_id);
+  // Applies the submission's case blocks, stores it and its records in one store job, then
+  // answers: 201, 202 (duplicate), 422 (invalid case blocks) or 503.
+  boost::asio::awaitable<Reply> store_submission(Submission s, bool xml_client);
 
   const config::Config& config_;
   store::Store& store_;

@@ -5,8 +5,12 @@
 #include <algorithm>
 #include <string>
 
+#include "common/ids.hpp"
+
 namespace repeaterd::payload {
 namespace {
+
+constexpr std::string_view kDeviceReportXmlns = "http://code.javarosa.org/devicereport";
 
 // pugixml reports a byte offset; people want line and column.
 std::pair<long, long> line_column(std::string_view text, std::ptrdiff_t offset) {
@@ -47,7 +51,8 @@ std::string_view local_name(std::string_view qualified) {
 
 Result<XForm> parse_xform(std::string_view body) {
   if (body.empty()) return make_error("the request body is empty: expected an XForm instance (XML)");
-  pugi::xml_document doc;
+  auto document = std::make_shared<pugi::xml_document>();
+  pugi::xml_document& doc = *document;
   const auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default, pugi::encoding_auto);
   if (!parsed) {
     const auto [line, col] = line_column(body, parsed.offset);
@@ -59,12 +64,24 @@ Result<XForm> parse_xform(std::string_view body) {
 
   XForm form;
   form.xmlns = root.attribute("xmlns").value();
+  form.document = document;
+  if (form.xmlns == kDeviceReportXmlns) {
+    form.device_report = true;
+    form.instance_id = sha256_hex(body);
+    return form;
+  }
 
   // meta is a child of the form's root in every client we know; the legacy spelling is Meta/uid.
   pugi::xml_node id_node;
-  if (auto meta = child_named(root, "meta")) id_node = child_named(meta, "instanceID");
+  if (auto meta = child_named(root, "meta")) {
+    id_node = child_named(meta, "instanceID");
+    form.user_id = trimmed(child_named(meta, "userID").child_value());
+  }
   if (!id_node) {
-    if (auto meta = child_named(root, "Meta")) id_node = child_named(meta, "uid");
+    if (auto meta = child_named(root, "Meta")) {
+      id_node = child_named(meta, "uid");
+      form.user_id = trimmed(child_named(meta, "user_id").child_value());
+    }
   }
   if (!id_node) {
     return make_error("the form has no meta/instanceID element: every XForm submission needs a unique "

@@ -65,6 +65,30 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_by_record ON attempts(record, number);
 CREATE INDEX attempts_in_flight ON attempts(outcome) WHERE outcome = 'in_flight';
 )sql",
+    // 2: the case store, and the attachments of multipart submissions.
+    R"sql(
+CREATE TABLE cases (
+  domain             TEXT    NOT NULL,
+  case_id            TEXT    NOT NULL,
+  case_type          TEXT    NOT NULL,
+  closed             INTEGER NOT NULL,
+  server_modified_on INTEGER NOT NULL,
+  state              TEXT    NOT NULL,  -- the full case as JSON (payload::case_to_storage_json)
+  PRIMARY KEY (domain, case_id)
+) STRICT;
+
+-- Case records carry one case of their payload; events and emails name the case.
+ALTER TABLE records ADD COLUMN case_id TEXT;
+
+CREATE TABLE attachments (
+  payload      INTEGER NOT NULL REFERENCES payloads(id),
+  name         TEXT    NOT NULL,
+  filename     TEXT    NOT NULL DEFAULT '',
+  content_type TEXT    NOT NULL DEFAULT '',
+  body         BLOB    NOT NULL,
+  PRIMARY KEY (payload, name)
+) STRICT;
+)sql",
 };
 
 }  // namespace

@@ -163,17 +163,59 @@ void Store::writer_loop() {
   }
 }
 
+namespace {
+
+bool identical_exists(Db& db, const NewPayload& p, const std::string& digest) {
+  StmtGuard dup(db.prepare(
+      "SELECT 1 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 AND sha256 = ?4"));
+  dup->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, digest);
+  return dup->step();
+}
+
+}  // namespace
+
+bool Store::has_identical(Db& db, const NewPayload& p) { return identical_exists(db, p, sha256_hex(p.body)); }
+
+void Store::add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments) {
+  StmtGuard ins(db.prepare(
+      "INSERT INTO attachments (payload, name, filename, content_type, body) VALUES (?1, ?2, ?3, ?4, ?5)"));
+  for (const auto& a : attachments) {
+    ins->bind(1, payload_row).bind(2, a.name).bind(3, a.filename).bind(4, a.content_type).bind_blob(5, a.body);
+    ins->run();
+    ins->reset();
+  }
+}
+
+std::optional<StoredCase> Store::load_case(Db& db, const std::string& domain, const std::string& case_id) {
+  StmtGuard q(db.prepare(
+      "SELECT case_type, closed, server_modified_on, state FROM cases WHERE domain = ?1 AND case_id = ?2"));
+  q->bind(1, domain).bind(2, case_id);
+  if (!q->step()) return std::nullopt;
+  StoredCase c;
+  c.case_id = case_id;
+  c.case_type = q->text(0);
+  c.closed = q->int64(1) != 0;
+  c.server_modified_on = q->int64(2);
+  c.state_json = q->text(3);
+  return c;
+}
+
+void Store::save_case(Db& db, const std::string& domain, const StoredCase& c) {
+  StmtGuard up(db.prepare(
+      "INSERT INTO cases (domain, case_id, case_type, closed, server_modified_on, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+      "ON CONFLICT (domain, case_id) DO UPDATE SET case_type = excluded.case_type, closed = excluded.closed, "
+      "server_modified_on = excluded.server_modified_on, state = excluded.state"));
+  up->bind(1, domain).bind(2, c.case_id).bind(3, c.case_type).bind(4, static_cast<std::int64_t>(c.closed ? 1 : 0));
+  up->bind(5, c.server_modified_on).bind(6, c.state_json);
+  up->run();
+}
+
 IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRecord>& records, Micros now) {
   IngestResult out;
   const std::string digest = sha256_hex(p.body);
-  {
-    StmtGuard dup(db.prepare(
-        "SELECT 1 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 AND sha256 = ?4"));
-    dup->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, digest);
-    if (dup->step()) {
-      out.duplicate = true;
-      return out;
-    }
+  if (identical_exists(db, p, digest)) {
+    out.duplicate = true;
+    return out;
   }
   {
     StmtGuard ins(db.prepare(
@@ -184,13 +226,15 @@ IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRec
     ins->run();
   }
   const std::int64_t payload_row = db.last_insert_rowid();
+  out.payload_row = payload_row;
   StmtGuard rec(db.prepare(
       "INSERT INTO records (id, payload, repeater, state, created_at, updated_at, next_attempt_at, content_type, "
-      "query, headers, body) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?5, ?6, ?7, ?8)"));
+      "query, headers, body, case_id) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?5, ?6, ?7, ?8, ?9)"));
   for (const auto& r : records) {
     rec->bind(1, r.id).bind(2, payload_row).bind(3, r.repeater).bind(4, now).bind(5, r.content_type);
     rec->bind(6, r.query).bind(7, r.headers_json);
     if (r.body) rec->bind_blob(8, *r.body); else rec->bind_null(8);
+    if (r.case_id.empty()) rec->bind_null(9); else rec->bind(9, r.case_id);
     rec->run();
     rec->reset();
     out.record_ids.push_back(r.id);
@@ -219,7 +263,7 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
   StmtGuard take(db.prepare(
       "UPDATE records SET next_attempt_at = NULL, attempts = attempts + 1, updated_at = ?2 "
       "WHERE id = ?1 AND next_attempt_at IS NOT NULL "
-      "RETURNING repeater, attempts, client_errors, content_type, query, headers, body, payload"));
+      "RETURNING repeater, attempts, client_errors, content_type, query, headers, body, payload, case_id"));
   StmtGuard payload(db.prepare("SELECT domain, payload_type, payload_id, body FROM payloads WHERE id = ?1"));
   StmtGuard attempt(db.prepare(
       "INSERT INTO attempts (record, number, started_at, outcome, request_id) VALUES (?1, ?2, ?3, 'in_flight', ?4)"));
@@ -240,6 +284,7 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
     const bool own_body = !take->is_null(6);
     if (own_body) c.body = take->text(6);
     const std::int64_t payload_row = take->int64(7);
+    const std::string case_id = take->text(8);
     take->step();  // finish the RETURNING statement before reusing it
     take->reset();
 
@@ -249,6 +294,10 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
       c.payload_type = payload->text(1);
       c.payload_id = payload->text(2);
       if (!own_body) c.body = payload->text(3);
+    }
+    if (!case_id.empty()) {
+      c.payload_type = "case";
+      c.payload_id = case_id;
     }
     payload->reset();
 
@@ -334,6 +383,11 @@ std::int64_t Store::purge(Db& db, Micros cutoff, std::int64_t limit) {
   db.exec("DELETE FROM records WHERE id IN (SELECT id FROM purge_ids)");
   const std::int64_t purged = sqlite3_changes(db.handle());
   {
+    // A payload's attachments go with it; cases outlive the payloads that built them.
+    StmtGuard attachments(db.prepare(
+        "DELETE FROM attachments WHERE payload IN (SELECT id FROM payloads WHERE received_on < ?1 "
+        "AND NOT EXISTS (SELECT 1 FROM records WHERE records.payload = payloads.id))"));
+    attachments->bind(1, cutoff).run();
     StmtGuard payloads(db.prepare(
         "DELETE FROM payloads WHERE received_on < ?1 "
         "AND NOT EXISTS (SELECT 1 FROM records WHERE records.payload = payloads.id)"));

@@ -50,11 +50,30 @@ struct NewRecord {
   std::string query;          // extra query string, encoded ("app_id=...")
   std::string headers_json;   // JSON object of extra request headers (Received-On ...)
   std::optional<std::string> body;  // nullopt: the payload's own bytes
+  std::string case_id;        // case records: the case it carries (events name it, not the form)
 };
 
 struct IngestResult {
   bool duplicate = false;  // same id, same bytes: nothing was created
+  std::string rejected;    // set when the submission was refused (422); nothing was written
+  std::int64_t payload_row = 0;
   std::vector<std::string> record_ids;
+};
+
+struct NewAttachment {
+  std::string name;
+  std::string filename;
+  std::string content_type;
+  std::string body;
+};
+
+// A case as the store keeps it: the columns it is looked up by, and the whole state as JSON.
+struct StoredCase {
+  std::string case_id;
+  std::string case_type;
+  bool closed = false;
+  Micros server_modified_on = 0;
+  std::string state_json;
 };
 
 // -- what comes out ---------------------------------------------------------------------
@@ -148,6 +167,11 @@ class Store {
   // bytes) exists, in which case nothing is written and duplicate is set.
   static IngestResult ingest(Db& db, const NewPayload& payload, const std::vector<NewRecord>& records,
                              Micros now);
+  // Whether an identical payload (same domain, type, id and bytes) is already stored.
+  static bool has_identical(Db& db, const NewPayload& payload);
+  static void add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments);
+  static std::optional<StoredCase> load_case(Db& db, const std::string& domain, const std::string& case_id);
+  static void save_case(Db& db, const std::string& domain, const StoredCase& c);
   // Claims up to `limit` due records of `repeaters`, oldest due first.
   // Each claimed record gets an 'in_flight' attempt row with a fresh request id. Without
   // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).

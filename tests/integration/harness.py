@@ -8,10 +8,14 @@ Pieces:
   * Endpoint, Reply                 - a scriptable loopback HTTP receiver that records requests
   * EventLog                        - incremental reader of the JSON-lines event log
   * Db                              - read-only SQLite access for "nothing stored" checks
+                                      (snapshot(), case() for the case store)
+  * fixture, with_meta, multipart   - CommCare fixtures (shared/fixtures/commcare), OpenRosa bodies
+  * typed_repeater                  - a repeater of any type (no format key where it is fixed)
   * DaemonTestCase                  - unittest base class wiring the above with cleanups
 
 Environment: REPEATERD_BIN (the binary), REPEATERD_SOURCE_DIR (the repo root; used to find the
-binary when REPEATERD_BIN is unset), REPEATERD_KEEP_TMP=1 keeps every temp dir.
+binary when REPEATERD_BIN is unset), REPEATERD_SHARED_DIR (the shared tree with fixtures; default
+../shared beside the repo), REPEATERD_KEEP_TMP=1 keeps every temp dir.
 """
 
 from __future__ import annotations
@@ -121,6 +125,57 @@ def instance_id_of(body: bytes) -> str | None:
     return m.group(2).decode() if m else None
 
 
+# CommCare namespaces and the seed's identifiers ("Forward Form" / "Forward Cases" examples).
+CASE_V2_NS = "http://commcarehq.org/case/transaction/v2"
+DEVICE_REPORT_NS = "http://code.javarosa.org/devicereport"
+SEED_XMLNS = "http://openrosa.org/formdesigner/B9C4EB51-A7CC-49B5-B7D5-10E9F10B450B"
+SEED_CASE_ID = "b0916685-7247-4c44-b712-633d3d64e0c0"
+SEED_USER_ID = "d0e472a6b36dfd3ee5059222e12b8c1b"
+
+
+def shared_dir() -> Path:
+    """The shared tree (spec, seeds, fixtures): REPEATERD_SHARED_DIR, else beside the checkout."""
+    env = os.environ.get("REPEATERD_SHARED_DIR")
+    return Path(env) if env else (SOURCE_DIR / ".." / "shared").resolve()
+
+
+def fixtures_dir() -> Path:
+    return shared_dir() / "fixtures" / "commcare"
+
+
+def fixture(name: str) -> bytes:
+    """A CommCare HQ fixture, byte for byte (see fixtures/commcare/README.md)."""
+    return (fixtures_dir() / name).read_bytes()
+
+
+def with_meta(form: bytes, instance_id: str) -> bytes:
+    """form with <meta><instanceID> added as the root's last child (for fixtures without meta).
+    The meta takes the root's default namespace, like a real client's."""
+    end = form.rstrip().rfind(b"</")
+    if end < 0:
+        raise ValueError("form has no closing root tag")
+    meta = b"<meta><instanceID>" + instance_id.encode() + b"</instanceID></meta>"
+    return form[:end] + meta + form[end:]
+
+
+def multipart(parts: list[tuple], boundary: str | None = None) -> tuple[str, bytes]:
+    """(Content-Type, body) of multipart/form-data, as ODK Collect sends it. Each part is
+    (name, filename or None, content_type or None, body bytes)."""
+    boundary = boundary or "----repeaterd" + uuid.uuid4().hex
+    out = bytearray()
+    for name, filename, ctype, body in parts:
+        out += f"--{boundary}\r\n".encode()
+        disp = f'Content-Disposition: form-data; name="{name}"'
+        if filename is not None:
+            disp += f'; filename="{filename}"'
+        out += disp.encode() + b"\r\n"
+        if ctype is not None:
+            out += f"Content-Type: {ctype}\r\n".encode()
+        out += b"\r\n" + body + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", bytes(out)
+
+
 # --------------------------------------------------------------------------- config
 
 _PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_./@-][A-Za-z0-9_./:@+-]*$")
@@ -188,6 +243,17 @@ def repeater(name: str, conn: str, domain: str = "demo", retry: dict | None = No
     rep = {"name": name, "domain": domain, "type": "form", "connection": conn, "format": "xml"}
     rep.update(overrides)
     rep["retry"] = retry_policy(**(retry or {}))
+    return rep
+
+
+def typed_repeater(name: str, conn: str, rtype: str, fmt: str | None = None, **overrides) -> dict:
+    """repeater() of any type. form_stub and app_structure have a fixed format, so they get no
+    format key at all (a format there is a config error); form and case get fmt (default xml)."""
+    rep = repeater(name, conn, type=rtype, **overrides)
+    if rtype in ("form_stub", "app_structure"):
+        rep.pop("format", None)
+    else:
+        rep["format"] = fmt or "xml"
     return rep
 
 
@@ -574,6 +640,39 @@ class Db:
         """(payloads, records, attempts)."""
         return self.count("payloads"), self.count("records"), self.count("attempts")
 
+    def snapshot(self) -> dict:
+        """What ingest may write: payloads, record ids, cases and attachments (record states and
+        attempts are left out: deliveries change them at any time). Equal snapshots before and
+        after a rejected request prove nothing was stored."""
+        return {
+            "payloads": self.query("SELECT id, domain, payload_type, payload_id, sha256 FROM payloads ORDER BY id"),
+            "records": self.query("SELECT id, payload, repeater FROM records ORDER BY id"),
+            "cases": self.query("SELECT domain, case_id, case_type, closed, server_modified_on, state "
+                                "FROM cases ORDER BY domain, case_id"),
+            "attachments": self.query("SELECT payload, name, filename, content_type, body FROM attachments "
+                                      "ORDER BY payload, name"),
+        }
+
+    def case(self, case_id: str, domain: str = "demo") -> dict | None:
+        """A case's stored state (the state JSON), with the table's own columns under "_row"."""
+        rows = self.query("SELECT case_type, closed, server_modified_on, state FROM cases "
+                          "WHERE domain = ? AND case_id = ?", (domain, case_id))
+        if not rows:
+            return None
+        case_type, closed, modified, state = rows[0]
+        out = json.loads(state)
+        out["_row"] = {"case_type": case_type, "closed": closed, "server_modified_on": modified}
+        return out
+
+    def case_ids(self, domain: str = "demo") -> set[str]:
+        return {r[0] for r in self.query("SELECT case_id FROM cases WHERE domain = ?", (domain,))}
+
+    def records_of(self, payload_id: str) -> list[tuple]:
+        """(repeater, case_id, content_type) of every record of the payload(s) with that id."""
+        return self.query("SELECT r.repeater, r.case_id, r.content_type FROM records r "
+                          "JOIN payloads p ON p.id = r.payload WHERE p.payload_id = ? ORDER BY r.rowid",
+                          (payload_id,))
+
 
 # --------------------------------------------------------------------------- daemon
 
@@ -683,6 +782,15 @@ class Daemon:
     def submit(self, body: bytes, **kw) -> Response:
         return submit(self.port, body, **kw)
 
+    def post(self, path: str, body: bytes | str | dict | list = b"", content_type: str | None = "application/json",
+             **kw) -> Response:
+        """POST to another ingest path (/a/demo/cases, /a/demo/apps/ID); dicts and lists go as JSON."""
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        return submit(self.port, body, path=path, content_type=content_type, **kw)
+
 
 # --------------------------------------------------------------------------- unittest glue
 
@@ -764,6 +872,45 @@ class DaemonTestCase(unittest.TestCase):
         if records is not None:
             self.assertEqual(info["records_created"], records, info)
         return info
+
+    def assertJsonAccepted(self, resp: Response, status: int = 201, records: int | None = None) -> dict:
+        """A JSON answer {"message", "id", "records_created", "case_ids"} with that status."""
+        self.assertEqual(resp.status, status, f"body: {resp.body[:500]!r}")
+        self.assertIn("json", (resp.header("Content-Type") or "").lower(), "a JSON answer needs a JSON Content-Type")
+        try:
+            info = resp.json()
+        except ValueError:
+            raise AssertionError(f"{status} answer is not JSON: {resp.body[:300]!r}") from None
+        self.assertIsInstance(info, dict, info)
+        for key in ("message", "id", "records_created", "case_ids"):
+            self.assertIn(key, info, f"JSON answer lacks {key!r}: {info}")
+        self.assertTrue(str(info["message"]).strip(), info)
+        self.assertIsInstance(info["case_ids"], list, info)
+        if records is not None:
+            self.assertEqual(info["records_created"], records, info)
+        return info
+
+    def reason(self, resp: Response) -> str:
+        """The reason of an error answer, OpenRosa (XForm clients) or JSON {"error": ...}."""
+        try:
+            body = resp.json()
+        except ValueError:
+            info = resp.openrosa()
+            self.assertEqual(info["nature"], "submit_error", info)
+            return info["message"]
+        self.assertIsInstance(body, dict, body)
+        return str(body.get("error") or body.get("message") or "")
+
+    def assertRejectedUnchanged(self, d: "Daemon", before: dict, resp: Response, status: int,
+                                reason_re: str | None = None) -> str:
+        """resp is an error with that status and a reason; the database is as it was before."""
+        self.assertEqual(resp.status, status, f"body: {resp.body[:500]!r}")
+        why = self.reason(resp)
+        self.assertTrue(why.strip(), f"a {status} needs a reason a person can act on: {resp.body[:300]!r}")
+        if reason_re:
+            self.assertRegex(why, re.compile(reason_re, re.I | re.S))
+        self.assertEqual(d.db.snapshot(), before, f"the database changed for a rejected request ({status}: {why})")
+        return why
 
     def assertSubmitError(self, resp: Response, status: int, reason_re: str | None = None) -> str:
         """An OpenRosa submit_error with that status; returns the reason text."""

@@ -152,9 +152,10 @@ class IngestErrorsTest(unittest.TestCase):
         self.ep.wait_for(lambda rs: any(r.instance_id == iid for r in rs), 10, "the large form")
 
     def test_non_xml_content_type_415(self):
-        self.assertRejected(self.d.submit(b'{"meta": {"instanceID": "j-1"}}', content_type="application/json"),
-                            415)
+        # application/json is a JSON submission and multipart/form-data an OpenRosa one
+        # (test_submissions); anything else is refused.
         self.assertRejected(self.d.submit(unique_form()[1], content_type="text/plain"), 415)
+        self.assertRejected(self.d.submit(unique_form()[1], content_type="application/octet-stream"), 415)
 
     def test_headers_over_max_header_431(self):
         resp = self.d.submit(unique_form()[1], headers={"X-Padding": "a" * 20000})

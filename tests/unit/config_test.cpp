@@ -289,7 +289,11 @@ repeaters:
 
 TEST(ConfigParse, EnumNames) {
   EXPECT_STREQ(to_string(RepeaterType::form), "form");
+  EXPECT_STREQ(to_string(RepeaterType::case_), "case");
+  EXPECT_STREQ(to_string(RepeaterType::form_stub), "form_stub");
+  EXPECT_STREQ(to_string(RepeaterType::app_structure), "app_structure");
   EXPECT_STREQ(to_string(PayloadFormat::xml), "xml");
+  EXPECT_STREQ(to_string(PayloadFormat::json), "json");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -422,8 +426,8 @@ connections:
 repeaters:
   - name: forms
     connection: openfn
-    template: '{}'
-    filters: {}
+    priority: 1
+    labels: {}
     ordered: true
     retry: {backoff: 2}
 )");
@@ -439,8 +443,8 @@ repeaters:
   EXPECT_TRUE(has_error(r, 14, 5, "connections[0]: unknown key \"rate_limit\""));
   EXPECT_TRUE(has_error(r, 15, 5, "connections[0]: unknown key \"signing_secret_env\""));
   EXPECT_TRUE(has_error(r, 16, 11, "connections[0].tls: unknown key \"client_cert_file\""));
-  EXPECT_TRUE(has_error(r, 20, 5, "repeaters[0]: unknown key \"template\""));
-  EXPECT_TRUE(has_error(r, 21, 5, "repeaters[0]: unknown key \"filters\""));
+  EXPECT_TRUE(has_error(r, 20, 5, "repeaters[0]: unknown key \"priority\""));
+  EXPECT_TRUE(has_error(r, 21, 5, "repeaters[0]: unknown key \"labels\""));
   EXPECT_TRUE(has_error(r, 22, 5, "repeaters[0]: unknown key \"ordered\""));
   EXPECT_TRUE(has_error(r, 23, 13,
                         "repeaters[0].retry: unknown key \"backoff\" (allowed keys: "
@@ -660,18 +664,50 @@ TEST(ConfigValues, Method) {
 }
 
 TEST(ConfigValues, TypeAndFormat) {
-  EXPECT_TRUE(only_error(load(with_repeater("    type: case\n")), 10, 11,
-                         "repeaters[0].type: type \"case\" is not supported by this version; "
-                         "supported: form"));
-  EXPECT_TRUE(only_error(load(with_repeater("    type: app_structure\n")), 10, 11,
-                         "not supported by this version"));
+  auto ok = load(with_repeater("    type: case\n    format: json\n"));
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->repeaters[0].type, RepeaterType::case_);
+  EXPECT_EQ(ok.config->repeaters[0].format, PayloadFormat::json);
+  ok = load(with_repeater("    type: form_stub\n"));
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->repeaters[0].format, PayloadFormat::json);
+  ok = load(with_repeater("    type: app_structure\n"));
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->repeaters[0].format, PayloadFormat::text);
   EXPECT_TRUE(only_error(load(with_repeater("    type: forms\n")), 10, 11,
-                         "type \"forms\" is unknown; supported: form"));
-  EXPECT_TRUE(only_error(load(with_repeater("    format: json\n")), 10, 13,
-                         "repeaters[0].format: format \"json\" is not supported by this version "
-                         "for type form; supported: xml"));
-  EXPECT_TRUE(
-      only_error(load(with_repeater("    format: csv\n")), 10, 13, "format \"csv\" is unknown"));
+                         "type \"forms\" is unknown; supported: form, case, form_stub or app_structure"));
+  EXPECT_TRUE(only_error(load(with_repeater("    format: csv\n")), 10, 13,
+                         "repeaters[0].format: format \"csv\" is unknown for type form; supported: xml or json"));
+  EXPECT_TRUE(only_error(load(with_repeater("    type: form_stub\n    format: xml\n")), 11, 13,
+                         "type form_stub has a fixed format (json); remove format"));
+}
+
+TEST(ConfigValues, Template) {
+  auto ok = load(with_repeater("    format: json\n    template: '{\"form\": \"intake\", \"body\": %SUBMISSION%}'\n"));
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(*ok.config->repeaters[0].body_template, "{\"form\": \"intake\", \"body\": %SUBMISSION%}");
+  EXPECT_TRUE(only_error(load(with_repeater("    template: '{\"b\": %SUBMISSION%}'\n")), 10, 15,
+                         "a template applies to JSON bodies only"));
+  EXPECT_TRUE(only_error(load(with_repeater("    format: json\n    template: '{\"b\": 1}'\n")), 11, 15,
+                         "no %SUBMISSION% placeholder"));
+  EXPECT_TRUE(only_error(load(with_repeater("    format: json\n    template: '{\"b\": %SUBMISSION%'\n")), 11, 15,
+                         "not valid JSON once %SUBMISSION% is replaced"));
+}
+
+TEST(ConfigValues, Filters) {
+  auto ok = load(with_repeater("    filters: {form_xmlns: [a, b], exclude_users: [u1]}\n"));
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->repeaters[0].filters.form_xmlns, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(ok.config->repeaters[0].filters.exclude_users, (std::vector<std::string>{"u1"}));
+  ok = load(with_repeater("    type: case\n    filters: {case_types: [mother]}\n"));
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->repeaters[0].filters.case_types, (std::vector<std::string>{"mother"}));
+  EXPECT_TRUE(only_error(load(with_repeater("    filters: {case_types: [x]}\n")), 10, 27,
+                         "case_types filters case repeaters only"));
+  EXPECT_TRUE(only_error(load(with_repeater("    type: case\n    filters: {form_xmlns: [x]}\n")), 11, 27,
+                         "form_xmlns filters form and form_stub repeaters only"));
+  EXPECT_TRUE(only_error(load(with_repeater("    filters: {users: [x]}\n")), 10, 15,
+                         "repeaters[0].filters: unknown key \"users\""));
 }
 
 TEST(ConfigValues, Retry) {

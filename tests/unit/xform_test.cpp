@@ -60,3 +60,30 @@ TEST(XForm, LocalName) {
 
 }  // namespace
 }  // namespace repeaterd::payload
+
+namespace repeaterd::payload {
+namespace {
+
+TEST(XForm, UserIdFromMetaAndLegacyMeta) {
+  auto f = parse_xform("<f><meta><userID> u-1 </userID><instanceID>a</instanceID></meta></f>");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->user_id, "u-1");
+  f = parse_xform("<f><Meta><uid>b</uid><user_id>u-2</user_id></Meta></f>");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->user_id, "u-2");
+  ASSERT_TRUE(f->document);
+  EXPECT_STREQ(f->document->document_element().name(), "f");
+}
+
+TEST(XForm, DeviceReportNeedsNoInstanceIdAndIsMarked) {
+  const std::string report = "<device_report xmlns=\"http://code.javarosa.org/devicereport\"><device_id>1</device_id></device_report>";
+  auto f = parse_xform(report);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_TRUE(f->device_report);
+  EXPECT_EQ(f->instance_id.size(), 64u) << "the report's SHA-256 stands in for its id";
+  EXPECT_EQ(parse_xform(report)->instance_id, f->instance_id);
+  EXPECT_FALSE(parse_xform("<f><meta><instanceID>a</instanceID></meta></f>")->device_report);
+}
+
+}  // namespace
+}  // namespace repeaterd::payload

@@ -1,0 +1,177 @@
+// A case as it is forwarded (v2 XML block, the seeds' case JSON) and as it is stored.
+#include <nlohmann/json.hpp>
+#include <pugixml.hpp>
+#include <sstream>
+
+#include "payload/case.hpp"
+
+namespace repeaterd::payload {
+namespace {
+
+using nlohmann::json;
+
+void add_text_child(pugi::xml_node parent, const std::string& name, const std::string& text) {
+  parent.append_child(name.c_str()).text().set(text.c_str());
+}
+
+// Case text comes from phones and may not be valid UTF-8; replacing bad bytes beats throwing
+// while rendering a payload that has already been accepted.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+}  // namespace
+
+std::string render_case_xml(const CaseState& c) {
+  pugi::xml_document doc;
+  pugi::xml_node root = doc.append_child("case");
+  root.append_attribute("case_id").set_value(c.case_id.c_str());
+  root.append_attribute("date_modified").set_value(c.date_modified.c_str());
+  root.append_attribute("user_id").set_value(c.user_id.c_str());
+  root.append_attribute("xmlns").set_value(std::string(kCaseV2Namespace).c_str());
+
+  if (c.closed) {
+    // CommCare forwards a closed case as a close block alone (seed: "we will send the case
+    // with just a close block").
+    root.append_child("close");
+  } else {
+    // The seed's order: case_type, case_name, owner_id.
+    pugi::xml_node create = root.append_child("create");
+    add_text_child(create, "case_type", c.case_type);
+    add_text_child(create, "case_name", c.case_name);
+    add_text_child(create, "owner_id", c.owner_id);
+
+    // A receiver that opens the case from this block takes date_opened from date_modified, as
+    // CommCare does; only when the two differ (the case has been modified since, or an update
+    // set it) does the block need to say it. That keeps a just-created case exactly the seed.
+    const bool with_opened = !c.date_opened.empty() && c.date_opened != c.date_modified;
+    if (!c.external_id.empty() || with_opened || !c.properties.empty()) {
+      pugi::xml_node update = root.append_child("update");
+      if (!c.external_id.empty()) add_text_child(update, "external_id", c.external_id);
+      if (with_opened) add_text_child(update, "date_opened", c.date_opened);
+      for (const auto& [name, value] : c.properties) add_text_child(update, name, value);
+    }
+    if (!c.indices.empty()) {
+      pugi::xml_node index = root.append_child("index");
+      for (const auto& [identifier, i] : c.indices) {
+        pugi::xml_node e = index.append_child(identifier.c_str());
+        e.append_attribute("case_type").set_value(i.case_type.c_str());
+        e.append_attribute("relationship").set_value(i.relationship.c_str());
+        e.text().set(i.case_id.c_str());
+      }
+    }
+    if (!c.attachments.empty()) {
+      pugi::xml_node attachment = root.append_child("attachment");
+      for (const auto& [name, a] : c.attachments) {
+        pugi::xml_node e = attachment.append_child(name.c_str());
+        e.append_attribute("src").set_value(a.src.c_str());
+        e.append_attribute("from").set_value(a.from.c_str());
+        if (!a.name.empty()) e.append_attribute("name").set_value(a.name.c_str());
+      }
+    }
+  }
+  std::ostringstream out;
+  doc.save(out, "", pugi::format_raw | pugi::format_no_declaration, pugi::encoding_utf8);
+  return out.str();
+}
+
+std::string render_case_json(const CaseState& c) {
+  json properties = json::object();
+  for (const auto& [name, value] : c.properties) properties[name] = value;
+  properties["case_name"] = c.case_name;
+  properties["case_type"] = c.case_type;
+  properties["date_opened"] = c.date_opened;
+  properties["owner_id"] = c.owner_id;
+  if (!c.external_id.empty()) properties["external_id"] = c.external_id;
+
+  json indices = json::object();
+  for (const auto& [identifier, i] : c.indices) {
+    indices[identifier] = {{"case_type", i.case_type}, {"case_id", i.case_id}, {"relationship", i.relationship}};
+  }
+  json j = json::object();
+  j["case_id"] = c.case_id;
+  j["closed"] = c.closed;
+  j["date_closed"] = c.date_closed ? json(*c.date_closed) : json(nullptr);
+  j["date_modified"] = c.date_modified;
+  j["domain"] = c.domain;
+  j["indices"] = std::move(indices);
+  j["properties"] = std::move(properties);
+  j["server_date_modified"] = format_iso8601(c.server_modified_on);
+  j["server_date_opened"] = format_iso8601(c.server_opened_on);
+  j["user_id"] = c.user_id;
+  j["version"] = "2.0";
+  j["xform_ids"] = c.xform_ids;
+  return dump(j);
+}
+
+std::string case_to_storage_json(const CaseState& c) {
+  json indices = json::object();
+  for (const auto& [identifier, i] : c.indices) {
+    indices[identifier] = {{"case_type", i.case_type}, {"case_id", i.case_id}, {"relationship", i.relationship}};
+  }
+  json attachments = json::object();
+  for (const auto& [name, a] : c.attachments) {
+    attachments[name] = {{"src", a.src}, {"from", a.from}, {"name", a.name}};
+  }
+  json j = {
+      {"case_id", c.case_id},
+      {"domain", c.domain},
+      {"case_type", c.case_type},
+      {"case_name", c.case_name},
+      {"owner_id", c.owner_id},
+      {"user_id", c.user_id},
+      {"external_id", c.external_id},
+      {"properties", c.properties},
+      {"indices", std::move(indices)},
+      {"attachments", std::move(attachments)},
+      {"closed", c.closed},
+      {"date_closed", c.date_closed ? json(*c.date_closed) : json(nullptr)},
+      {"date_opened", c.date_opened},
+      {"date_modified", c.date_modified},
+      {"server_opened_on", c.server_opened_on},
+      {"server_modified_on", c.server_modified_on},
+      {"xform_ids", c.xform_ids},
+  };
+  // Round-trips exactly for UTF-8 text. JSON cannot carry other bytes (pugixml does not check
+  // encodings), so those become U+FFFD here rather than an exception after the form was accepted.
+  return dump(j);
+}
+
+Result<CaseState> case_from_storage_json(std::string_view text) {
+  const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return make_error("stored case is not a JSON object");
+  // value()/get() throw on a wrong type: a stored row that does not match is corrupt, and the
+  // exception stops here as an error.
+  try {
+    CaseState c;
+    c.case_id = j.at("case_id").get<std::string>();
+    c.domain = j.value("domain", "");
+    c.case_type = j.value("case_type", "");
+    c.case_name = j.value("case_name", "");
+    c.owner_id = j.value("owner_id", "");
+    c.user_id = j.value("user_id", "");
+    c.external_id = j.value("external_id", "");
+    c.properties = j.value("properties", std::map<std::string, std::string>{});
+    // Named, not iterated as temporaries: items() only refers to the object it walks.
+    const json indices = j.value("indices", json::object());
+    const json attachments = j.value("attachments", json::object());
+    for (const auto& [identifier, i] : indices.items()) {
+      c.indices[identifier] = CaseIndex{i.at("case_type").get<std::string>(), i.at("case_id").get<std::string>(),
+                                        i.at("relationship").get<std::string>()};
+    }
+    for (const auto& [name, a] : attachments.items()) {
+      c.attachments[name] = CaseAttachment{a.at("src").get<std::string>(), a.at("from").get<std::string>(),
+                                           a.at("name").get<std::string>()};
+    }
+    c.closed = j.value("closed", false);
+    if (auto it = j.find("date_closed"); it != j.end() && !it->is_null()) c.date_closed = it->get<std::string>();
+    c.date_opened = j.value("date_opened", "");
+    c.date_modified = j.value("date_modified", "");
+    c.server_opened_on = j.value("server_opened_on", Micros{0});
+    c.server_modified_on = j.value("server_modified_on", Micros{0});
+    c.xform_ids = j.value("xform_ids", std::vector<std::string>{});
+    return c;
+  } catch (const json::exception& e) {
+    return make_error(std::string("stored case is corrupt: ") + e.what());
+  }
+}
+
+}  // namespace repeaterd::payload
