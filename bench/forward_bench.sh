@@ -9,7 +9,9 @@
 # (c) end-to-end: records delivered / seconds from the first submission to the last delivery
 # Prints the three rates and end-to-end/raw. Needs Debian's nginx and wrk; runs on loopback
 # only, as any user, with everything in a temp dir that is removed on exit (KEEP=1 keeps it).
-# Tunables: DURATION (10s), THREADS (2), CONNECTIONS (32), DRAIN_TIMEOUT (300 s).
+# Tunables: DURATION (10s), THREADS (2), CONNECTIONS (32), DRAIN_TIMEOUT (300 s), SCENARIO
+# (form: one form repeater; cases: every form creates a case and goes to four repeaters, form
+# xml, case xml, case json and form_stub, so end-to-end counts four records per form).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +20,7 @@ duration=${DURATION:-10s}
 threads=${THREADS:-2}
 connections=${CONNECTIONS:-32}
 drain_timeout=${DRAIN_TIMEOUT:-300}
+scenario=${SCENARIO:-form}   # form: one form repeater; cases: + case xml, case json, form_stub
 form=$root/tests/integration/data/seed_form.xml
 lua=$root/bench/submit_form.lua
 token=bench-token
@@ -122,13 +125,31 @@ repeaters:
     connection: nginx
     retry: {initial: 1s, multiplier: 2, max_delay: 30s, max_attempts: 10, max_attempts_client_error: 3, jitter: 0.1}
 EOF
+if [[ $scenario == cases ]]; then
+  # The seed form carries a case block: apply it, and forward the case as XML and as JSON and
+  # a form stub besides the form: four records per submission.
+  for rep in "case-xml-to-nginx case xml" "case-json-to-nginx case json" "stubs-to-nginx form_stub -"; do
+    read -r name type format <<<"$rep"
+    {
+      echo "  - name: $name"
+      echo "    domain: demo"
+      echo "    type: $type"
+      [[ $format != - ]] && echo "    format: $format"
+      echo "    connection: nginx"
+      echo "    retry: {initial: 1s, multiplier: 2, max_delay: 30s, max_attempts: 10, max_attempts_client_error: 3, jitter: 0.1}"
+    } >>"$work/repeaterd.yaml"
+  done
+fi
 REPEATERD_BENCH_TOKEN=$token "$bin" --config "$work/repeaterd.yaml" 2>"$work/repeaterd.stderr" &
 repeaterd_pid=$!
 wait_port "$repeaterd_port" "$repeaterd_pid"
 
 echo "ingest: wrk -t$threads -c$connections -d$duration -> repeaterd" >&2
 start=$(date +%s.%N)
-ingest_rate=$(BENCH_TOKEN=$token run_wrk "http://127.0.0.1:$repeaterd_port/a/demo/receiver" "$work/wrk-ingest.txt")
+new_cases=0
+[[ $scenario == cases ]] && new_cases=1
+ingest_rate=$(BENCH_TOKEN=$token BENCH_NEW_CASES=$new_cases \
+  run_wrk "http://127.0.0.1:$repeaterd_port/a/demo/receiver" "$work/wrk-ingest.txt")
 
 # ---------------------------------------------------------------- (c) end to end
 echo "end-to-end: waiting for every record to be delivered (up to ${drain_timeout}s)" >&2

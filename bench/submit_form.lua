@@ -26,9 +26,17 @@ function setup(thread)
   thread:set("thread_no", thread_count)
 end
 
+-- BENCH_NEW_CASES=1: every form creates its own case (the seed's case_id made unique too),
+-- so case repeaters forward a new case per form instead of updates of one.
+local new_cases = os.getenv("BENCH_NEW_CASES") == "1"
+
 local counter = 0
 function request()
   counter = counter + 1
   local id = string.format("bench-%s-%d-%d", run, thread_no, counter)
-  return wrk.format(nil, nil, nil, head .. id .. tail)
+  local body = head .. id .. tail
+  if new_cases then
+    body = body:gsub('case_id="[^"]*"', 'case_id="case-' .. id .. '"', 1)
+  end
+  return wrk.format(nil, nil, nil, body)
 end
