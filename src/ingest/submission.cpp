@@ -98,6 +98,8 @@ std::vector<store::NewRecord> make_records(const config::Config& config, const S
       case RepeaterType::case_: {
         for (const auto& c : cases) {
           if (!r.filters.case_types.empty() && !listed(r.filters.case_types, c.case_type)) continue;
+          // Case posts have no submitting form user: the case's own user decides.
+          if (!c.user_id.empty() && listed(r.filters.exclude_users, c.user_id)) continue;
           const std::string modified = header_json("Server-Modified-On", format_iso8601(c.server_modified_on));
           if (r.format == PayloadFormat::xml) {
             add(r, "text/xml", payload::render_case_xml(c), modified, c.case_id);

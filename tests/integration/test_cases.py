@@ -318,6 +318,14 @@ class CaseStoreTest(DaemonTestCase):
                         date_modified="2013-10-07T11:10:11.163000Z",
                         xform_ids=["c9265a8f-6d79-4caa-93ab-5299d65a6cd9", "0effe64d-7cd7-4346-ae45-5fe3f11022ab"])
 
+    def test_fixture_without_meta_is_refused_400(self):
+        """As posted upstream, v2/basic_create has no meta/instanceID: 400, and its case is not
+        created (the other tests inject a meta)."""
+        before = self.d.db.snapshot()
+        self.assertRejectedUnchanged(self.d, before, self.d.submit(fixture("casexml_v2_basic_create.xml")),
+                                     400, r"instanceID")
+        self.assertIsNone(self.d.db.case("foo-case-id"))
+
     # -- forms without cases (couchforms fixtures)
 
     def test_device_log_is_stored_as_device_report_without_records(self):
