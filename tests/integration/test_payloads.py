@@ -596,7 +596,7 @@ Values that differ on every run are shown as placeholders:
 | `<request-id>` | a new UUID for every attempt |
 | `<cases-submission-id>` | the id repeaterd gave a `POST /a/{domain}/cases` request (the `id` in its answer) |
 
-Every request also carries the connection's `auth` and `headers`, and `Host`, `Content-Length`
+Every request also carries the connection's `headers`, and `Host`, `Content-Length`
 and `User-Agent`, which are left out below. The method is `POST` unless the repeater sets
 `method: PUT` or `PATCH`. Any 2xx answer is success.
 
