@@ -12,6 +12,8 @@
 
 #include "payload/case.hpp"
 
+#include "common/text_position.hpp"
+
 namespace repeaterd::payload {
 namespace {
 
@@ -235,20 +237,6 @@ namespace {
 
 using nlohmann::json;
 
-std::pair<long, long> json_line_column(std::string_view text, std::size_t byte) {
-  long line = 1, col = 1;
-  // nlohmann reports the position just past the offending character (1-based).
-  const std::size_t end = std::min(byte > 0 ? byte - 1 : 0, text.size());
-  for (std::size_t i = 0; i < end; ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  return {line, col};
-}
 
 // Property and index names become XML element names when the case is forwarded as XML, so a
 // name that cannot be one is refused here rather than producing XML nobody can parse.
@@ -354,8 +342,7 @@ Result<std::vector<CaseBlock>> parse_case_json(std::string_view text) {
     doc = json::parse(text.begin(), text.end());
   } catch (const json::parse_error& e) {
     // Only the exception carries the position; it stops here as an error.
-    const auto [line, col] = json_line_column(text, e.byte);
-    return make_error("invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col));
+    return make_error("invalid JSON at " + to_string(position_of_last_read(text, e.byte)));
   }
   std::vector<CaseBlock> blocks;
   if (doc.is_array()) {

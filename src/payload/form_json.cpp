@@ -1,6 +1,8 @@
 // payload/form_json: forms as JSON and Kobo-style JSON submissions. See form_json.hpp.
 #include "payload/form_json.hpp"
 
+#include "common/text_position.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <string>
@@ -129,16 +131,6 @@ std::string dump(const OrderedJson& j) {
   return j.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
 }
 
-// nlohmann reports how many bytes it read; the offending byte is the last of them.
-std::string describe_position(std::string_view body, std::size_t bytes_read) {
-  const std::size_t pos = std::min(bytes_read == 0 ? 0 : bytes_read - 1, body.size());
-  const std::string_view before = body.substr(0, pos);
-  const auto line = 1 + static_cast<std::size_t>(std::count(before.begin(), before.end(), '\n'));
-  const auto last_newline = before.rfind('\n');
-  const std::size_t column =
-      last_newline == std::string_view::npos ? pos + 1 : pos - last_newline;
-  return "line " + std::to_string(line) + ", column " + std::to_string(column);
-}
 
 // nlohmann's message starts with its own id and position ("[json.exception.parse_error.101]
 // parse error at line 1, column 5: syntax error ..."); keep only the reason.
@@ -179,7 +171,7 @@ Result<JsonSubmission> parse_json_submission(std::string_view body) {
   try {
     doc = nlohmann::json::parse(body.begin(), body.end());
   } catch (const nlohmann::json::parse_error& e) {
-    return make_error("the body is not valid JSON (" + describe_position(body, e.byte) +
+    return make_error("the body is not valid JSON (" + to_string(position_of_last_read(body, e.byte)) +
                       "): " + parse_reason(e.what()));
   }
   if (!doc.is_object()) {

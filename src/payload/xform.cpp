@@ -6,26 +6,12 @@
 #include <string>
 
 #include "common/ids.hpp"
+#include "common/text_position.hpp"
 
 namespace repeaterd::payload {
 namespace {
 
 constexpr std::string_view kDeviceReportXmlns = "http://code.javarosa.org/devicereport";
-
-// pugixml reports a byte offset; people want line and column.
-std::pair<long, long> line_column(std::string_view text, std::ptrdiff_t offset) {
-  long line = 1, col = 1;
-  const auto end = std::min<std::size_t>(static_cast<std::size_t>(std::max<std::ptrdiff_t>(offset, 0)), text.size());
-  for (std::size_t i = 0; i < end; ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  return {line, col};
-}
 
 pugi::xml_node child_named(pugi::xml_node parent, std::string_view local) {
   for (auto c : parent.children()) {
@@ -55,9 +41,9 @@ Result<XForm> parse_xform(std::string_view body) {
   pugi::xml_document& doc = *document;
   const auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default, pugi::encoding_auto);
   if (!parsed) {
-    const auto [line, col] = line_column(body, parsed.offset);
-    return make_error("malformed XML at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " +
-                      parsed.description());
+    // pugixml reports a byte offset; people want line and column.
+    const auto at = text_position(body, static_cast<std::size_t>(std::max<std::ptrdiff_t>(parsed.offset, 0)));
+    return make_error("malformed XML at " + to_string(at) + ": " + parsed.description());
   }
   auto root = doc.document_element();
   if (!root) return make_error("the XML has no root element: expected an XForm instance");
