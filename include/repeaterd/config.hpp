@@ -52,6 +52,26 @@ struct Log {
 struct ConnectionTls {
   bool verify = true;  // false: accept any certificate (warned at every start)
   std::string ca_file;  // extra trust anchors, in addition to the system store
+  std::string client_cert_file;  // mTLS: PEM certificate (chain) presented to the server
+  std::string client_key_file;   // mTLS: its PEM private key; REQUIRES: both or neither
+};
+
+// How requests to a connection authenticate (spec §2 auth).
+struct Auth {
+  enum class Type { none, basic, digest, bearer, api_key, oauth2_client_credentials };
+  Type type = Type::none;
+  std::string username;  // basic, digest
+  Secret password;       // basic, digest
+  Secret token;          // bearer
+  std::string header;    // api_key: the header that carries the key
+  Secret key;            // api_key
+  // oauth2_client_credentials: the token endpoint (reached with the connection's tls
+  // settings), the client, an optional scope, and where the client credentials go.
+  std::string token_url;
+  std::string client_id;
+  Secret client_secret;
+  std::string scope;
+  bool client_auth_in_body = false;  // false: a Basic header (RFC 6749 §2.3.1), true: the form body
 };
 
 struct Connection {
@@ -62,6 +82,10 @@ struct Connection {
   Duration connect_timeout = std::chrono::seconds(10);  // resolve + connect + TLS handshake
   Duration timeout = std::chrono::seconds(60);          // whole request, send to last byte
   std::uint32_t max_in_flight = 4;                      // concurrent requests
+  Auth auth;
+  std::optional<double> rate_limit;  // requests a second; requests wait for their turn
+  // Standard Webhooks signing key (decoded from its whsec_ base64 form); empty: no signature.
+  std::optional<Secret> signing_secret;
 };
 
 struct Retry {

@@ -29,6 +29,9 @@ std::optional<Duration> parse_duration(std::string_view text);
 // Parses "512", "64KiB", "10MiB", "1GiB" (and KB/MB/GB as powers of 1000) into bytes.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
+// Parses a rate: "20/s", "600/m", "3600/h" into events a second; nullopt unless positive.
+std::optional<double> parse_rate(std::string_view text);
+
 // Parses an HTTP Retry-After value: delay-seconds or an HTTP-date, relative to `now`.
 std::optional<Duration> parse_retry_after(std::string_view value, Micros now);
 

@@ -3,6 +3,8 @@
 #include "repeaterd/time.hpp"
 
 #include <array>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
@@ -251,6 +253,31 @@ std::optional<Duration> parse_retry_after(std::string_view value, Micros now) {
   if (delta_micros <= 0) return Duration{0};
   // Round up: retrying a fraction of a millisecond before the server's date is too early.
   return Duration{(delta_micros + 999) / 1000};
+}
+
+// Spaces around the parts are forgiven: "30 / m" is as clear as "30/m".
+std::optional<double> parse_rate(std::string_view text) {
+  text = trim_ows(text);
+  const std::size_t slash = text.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  const std::string_view number = trim_ows(text.substr(0, slash));
+  const std::string_view unit = trim_ows(text.substr(slash + 1));
+  double count = 0;
+  const auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), count);
+  if (number.empty() || ec != std::errc() || ptr != number.data() + number.size()) return std::nullopt;
+  double per_seconds = 0;
+  if (unit == "s") {
+    per_seconds = 1;
+  } else if (unit == "m") {
+    per_seconds = 60;
+  } else if (unit == "h") {
+    per_seconds = 3600;
+  } else {
+    return std::nullopt;
+  }
+  const double rate = count / per_seconds;
+  if (!std::isfinite(rate) || !(rate > 0)) return std::nullopt;
+  return rate;
 }
 
 }  // namespace repeaterd

@@ -14,6 +14,7 @@
 #include <limits>
 #include <utility>
 
+#include "common/encoding.hpp"
 #include "config/read_file.hpp"
 #include "config/reporter.hpp"
 #include <nlohmann/json.hpp>
@@ -46,10 +47,16 @@ const KeySet kTokenKeys{{"domain", "token", "token_env", "token_file"}, {}};
 const KeySet kStorageKeys{{"path", "retention"}, {}};
 const KeySet kLogKeys{{"events_file", "level", "queue_summary_every"}, {}};
 const KeySet kConnectionKeys{
-    {"name", "url", "headers", "connect_timeout", "timeout", "max_in_flight", "tls"},
-    {"notify", "auth", "rate_limit", "signing_secret", "signing_secret_env",
-     "signing_secret_file"}};
-const KeySet kConnectionTlsKeys{{"verify", "ca_file"}, {"client_cert_file", "client_key_file"}};
+    {"name", "url", "headers", "connect_timeout", "timeout", "max_in_flight", "tls", "auth", "rate_limit",
+     "signing_secret", "signing_secret_env", "signing_secret_file"},
+    {"notify"}};
+const KeySet kConnectionTlsKeys{{"verify", "ca_file", "client_cert_file", "client_key_file"}, {}};
+const KeySet kAuthKeys{{"type", "username", "password", "password_env", "password_file", "token", "token_env",
+                        "token_file", "header", "key", "key_env", "key_file", "token_url", "client_id",
+                        "client_secret", "client_secret_env", "client_secret_file", "scope", "client_auth"},
+                       {}};
+constexpr std::array<std::string_view, 6> kAuthTypes{"none",   "basic",   "digest",
+                                                     "bearer", "api_key", "oauth2_client_credentials"};
 const KeySet kRepeaterKeys{{"name", "domain", "type", "connection", "format", "method",
                             "include_app_id_param", "paused", "retry", "template", "filters"},
                            {"ordered"}};
@@ -60,6 +67,7 @@ const KeySet kRetryKeys{
 
 constexpr std::array<std::string_view, 5> kLogLevels{"trace", "debug", "info", "warn", "error"};
 constexpr std::array<std::string_view, 3> kMethods{"POST", "PUT", "PATCH"};
+constexpr std::array<std::string_view, 2> kClientAuth{"basic", "body"};
 constexpr std::array<std::string_view, 4> kRepeaterTypes{"form", "case", "form_stub", "app_structure"};
 // repeaterd computes these for every request; a configured value would contradict it or
 // break the request framing.
@@ -337,7 +345,94 @@ class Loader {
     if (const Field* f = m.find("tls")) {
       read_connection_tls(*f, c.name.empty() ? path : c.name, c.tls);
     }
+    if (const Field* f = m.find("auth")) read_auth(*f, c.auth);
+    std::string rate;
+    if (const Field* f = detail::read_string(m, "rate_limit", rate, "a rate like 20/s, 600/m or 3600/h")) {
+      c.rate_limit = parse_rate(rate);
+      if (!c.rate_limit) {
+        reporter_.error(f->mark(), f->path + ": expected a rate like 20/s, 600/m or 3600/h, got " + describe(f->value));
+      }
+    }
+    if (const auto signing = detail::read_secret(m, "signing_secret", env_); signing.secret) {
+      // Standard Webhooks writes the key as "whsec_" + base64; keep the decoded bytes.
+      auto key = decode_webhook_secret(signing.secret->value);
+      if (!key) {
+        reporter_.error(signing.source->mark(),
+                        signing.source->path + " (" + signing.secret->origin + "): " + key.error().message);
+      } else {
+        c.signing_secret = Secret{std::move(key).value(), signing.secret->origin};
+      }
+    }
     return c;
+  }
+
+  // A secret the auth type needs: reported at the auth mapping when missing.
+  Secret required_secret(const MapReader& m, std::string_view name, std::string_view type) {
+    auto read = detail::read_secret(m, name, env_);
+    if (!read.given) {
+      reporter_.error(m.mark(), m.path() + ": auth type " + std::string(type) + " needs " + std::string(name) +
+                                    "_env (an environment variable) or " + std::string(name) + "_file (a file)");
+    }
+    return read.secret.value_or(Secret{});
+  }
+
+  std::string required_string(const MapReader& m, std::string_view key, std::string_view type, std::string_view what) {
+    std::string out;
+    if (m.find(key) == nullptr) {
+      reporter_.error(m.mark(), m.path() + ": auth type " + std::string(type) + " needs " + std::string(key) +
+                                    " (" + std::string(what) + ")");
+    } else {
+      detail::read_string(m, key, out, what);
+    }
+    return out;
+  }
+
+  void read_auth(const Field& field, Auth& out) {
+    const MapReader m(field.value, field.path, kAuthKeys, reporter_, Empty::is_error);
+    if (!m.valid()) return;
+    std::string type = "none";
+    if (m.require("type") != nullptr) read_choice(m, "type", kAuthTypes, join(kAuthTypes, " or "), type);
+    // Keys that belong to another type are mistakes worth pointing at.
+    std::vector<std::string_view> allowed{"type"};
+    if (type == "basic" || type == "digest") {
+      out.type = type == "basic" ? Auth::Type::basic : Auth::Type::digest;
+      out.username = required_string(m, "username", type, "the user name");
+      out.password = required_secret(m, "password", type);
+      allowed.insert(allowed.end(), {"username", "password", "password_env", "password_file"});
+    } else if (type == "bearer") {
+      out.type = Auth::Type::bearer;
+      out.token = required_secret(m, "token", type);
+      allowed.insert(allowed.end(), {"token", "token_env", "token_file"});
+    } else if (type == "api_key") {
+      out.type = Auth::Type::api_key;
+      out.header = required_string(m, "header", type, "the header that carries the key, like X-API-Key");
+      if (!out.header.empty() && !is_header_name(out.header)) {
+        reporter_.error(m.find("header")->mark(), m.path() + ".header: expected a header name like X-API-Key");
+      }
+      out.key = required_secret(m, "key", type);
+      allowed.insert(allowed.end(), {"header", "key", "key_env", "key_file"});
+    } else if (type == "oauth2_client_credentials") {
+      out.type = Auth::Type::oauth2_client_credentials;
+      out.token_url = required_string(m, "token_url", type, "the token endpoint's URL");
+      if (const Field* f = m.find("token_url"); f != nullptr && !out.token_url.empty()) {
+        if (const std::string problem = url_problem(out.token_url); !problem.empty()) {
+          reporter_.error(f->mark(), f->path + ": " + problem);
+        }
+      }
+      out.client_id = required_string(m, "client_id", type, "the OAuth client id");
+      out.client_secret = required_secret(m, "client_secret", type);
+      detail::read_string(m, "scope", out.scope, "a scope");
+      std::string how = "basic";
+      read_choice(m, "client_auth", kClientAuth, "basic or body", how);
+      out.client_auth_in_body = how == "body";
+      allowed.insert(allowed.end(), {"token_url", "client_id", "client_secret", "client_secret_env",
+                                     "client_secret_file", "scope", "client_auth"});
+    }
+    for (const auto& f : m.fields()) {
+      if (std::find(allowed.begin(), allowed.end(), f.name) == allowed.end() && one_of(type, kAuthTypes)) {
+        reporter_.error(f.key.Mark(), field.path + ": " + quote(f.name) + " does not apply to auth type " + type);
+      }
+    }
   }
 
   // Accepts any name of letters, digits, '.', '_' and '-'.
@@ -411,6 +506,18 @@ class Loader {
       reporter_.warning(f->mark(), "connection " + connection +
                                        ": tls.verify is false: the server's certificate and host "
                                        "name are not checked");
+    }
+    for (auto [key, target] : {std::pair<std::string_view, std::string*>{"client_cert_file", &out.client_cert_file},
+                               {"client_key_file", &out.client_key_file}}) {
+      if (const Field* f = detail::read_string(m, key, *target, "a file path")) {
+        if (auto content = detail::read_small_file(*target, kMaxCaFile); !content.ok()) {
+          reporter_.error(f->mark(), f->path + ": cannot read " + quote(*target) + ": " + content.error().message);
+        }
+      }
+    }
+    if (out.client_cert_file.empty() != out.client_key_file.empty()) {
+      reporter_.error(m.mark(), m.path() + ": client_cert_file and client_key_file go together (mutual TLS needs "
+                                           "both the certificate and its key)");
     }
     if (const Field* f = detail::read_string(m, "ca_file", out.ca_file, "a file path")) {
       auto content = detail::read_small_file(out.ca_file, kMaxCaFile);

@@ -1,7 +1,6 @@
 #include "ingest/receiver.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/algorithm/string/case_conv.hpp>
@@ -15,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/encoding.hpp"
 #include "common/ids.hpp"
 #include "ingest/multipart.hpp"
 #include "payload/case.hpp"
@@ -30,25 +30,13 @@ bool equal_secret(const std::string& a, const std::string& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-std::string base64_decode(std::string_view in) {
-  std::string out(3 * ((in.size() + 3) / 4), '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  if (n < 0) return {};
-  out.resize(static_cast<std::size_t>(n));
-  // EVP_DecodeBlock keeps the zero bytes that stand for '=' padding.
-  std::size_t pad = 0;
-  for (auto it = in.rbegin(); it != in.rend() && *it == '='; ++it) ++pad;
-  out.resize(out.size() - std::min(pad, out.size()));
-  return out;
-}
 
 // The token from "Bearer TOKEN" or "Basic base64(user:TOKEN)".
 std::string presented_token(const std::string& authorization) {
   std::string_view a = authorization;
   if (boost::istarts_with(a, "Bearer ")) return boost::trim_copy(std::string(a.substr(7)));
   if (boost::istarts_with(a, "Basic ")) {
-    const std::string decoded = base64_decode(boost::trim_copy(std::string(a.substr(6))));
+    const std::string decoded = base64_decode(boost::trim_copy(std::string(a.substr(6)))).value_or("");
     const auto colon = decoded.find(':');
     return colon == std::string::npos ? std::string() : decoded.substr(colon + 1);
   }

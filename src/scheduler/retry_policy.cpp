@@ -12,6 +12,7 @@ ErrorClass classify(const sender::Response& r) {
     case sender::Outcome::tls_error:
       return ErrorClass::retryable;
     case sender::Outcome::tls_certificate:
+    case sender::Outcome::auth_refused:
       return ErrorClass::client_error;
     case sender::Outcome::response:
       break;

@@ -12,6 +12,8 @@
 #include <random>
 
 #include "scheduler/retry_policy.hpp"
+#include "sender/auth.hpp"
+#include "sender/authenticator.hpp"
 #include "sender/http_client.hpp"
 #include "store/async.hpp"
 
@@ -64,8 +66,13 @@ class Worker {
         store_(store),
         events_(events),
         client_(ex, connection),
+        auth_(ex, connection),
         timer_(ex),
-        random_(std::random_device{}()) {}
+        random_(std::random_device{}()) {
+    // A burst of one second's worth lets a quiet connection start at once without ever
+    // exceeding the rate over any second.
+    if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, std::max(1.0, *connection.rate_limit), now_micros());
+  }
 
   void add_repeater(const config::Repeater& r) {
     repeaters_[r.name] = &r;
@@ -156,7 +163,23 @@ class Worker {
     req.headers.emplace_back("X-Request-Id", rec.request_id);
     req.body = std::move(rec.body);
 
-    sender::Response resp = co_await client_.send(std::move(req));
+    if (bucket_) {
+      // rate_limit: wait for this request's turn; it never fails for being early.
+      if (const Duration wait = bucket_->take(now_micros()); wait.count() > 0) {
+        asio::steady_timer t(executor_, wait);
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+    }
+    if (connection_.signing_secret) {
+      // Standard Webhooks: signed as sent, so the timestamp is this attempt's.
+      const std::int64_t ts = now_micros() / 1'000'000;
+      req.headers.emplace_back("webhook-id", rec.id);
+      req.headers.emplace_back("webhook-timestamp", std::to_string(ts));
+      req.headers.emplace_back("webhook-signature",
+                               sender::webhook_signature(connection_.signing_secret->value, rec.id, ts, req.body));
+    }
+
+    sender::Response resp = co_await auth_.send(client_, std::move(req));
 
     const ErrorClass cls = classify(resp);
     std::optional<Duration> retry_after;
@@ -240,6 +263,8 @@ class Worker {
   store::Store& store_;
   EventLog& events_;
   sender::HttpClient client_;
+  sender::Authenticator auth_;
+  std::optional<sender::TokenBucket> bucket_;
   asio::steady_timer timer_;
   std::mt19937_64 random_;
   std::map<std::string, const config::Repeater*> repeaters_;

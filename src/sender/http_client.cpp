@@ -129,6 +129,7 @@ struct HttpClient::Impl {
   awaitable<Response> send(Request request);
   void close_idle();
 
+  std::string target_for(const std::string& extra_query) const;
   std::optional<Response> build_request(const Request& request,
                                         http::request<http::string_body>& out) const;
   awaitable<std::variant<std::unique_ptr<Stream>, Response>> open_stream();
@@ -203,6 +204,16 @@ HttpClient::Impl::Impl(asio::any_io_executor executor, config::Connection connec
                                                      ": " + ec.message());
     }
   }
+  if (!connection_.tls.client_cert_file.empty()) {
+    // Mutual TLS: the chain file may hold intermediates after the certificate.
+    ctx.use_certificate_chain_file(connection_.tls.client_cert_file, ec);
+    if (!ec) ctx.use_private_key_file(connection_.tls.client_key_file, ssl::context::pem, ec);
+    if (ec) {
+      setup_error_ = failure(Outcome::tls_error, "cannot load the client certificate " +
+                                                     connection_.tls.client_cert_file + " or its key " +
+                                                     connection_.tls.client_key_file + ": " + ec.message());
+    }
+  }
   if (!connection_.tls.verify) {
     ctx.set_verify_mode(ssl::verify_none);
     return;
@@ -221,19 +232,24 @@ HttpClient::Impl::Impl(asio::any_io_executor executor, config::Connection connec
   });
 }
 
+std::string HttpClient::Impl::target_for(const std::string& extra_query) const {
+  std::string query = url_query_;
+  if (!extra_query.empty()) {
+    if (!query.empty()) query += '&';
+    query += extra_query;
+  }
+  std::string target = path_;
+  if (url_has_query_ || !query.empty()) target += "?" + query;
+  return target;
+}
+
 std::optional<Response> HttpClient::Impl::build_request(const Request& request,
                                                         http::request<http::string_body>& out) const {
   if (request.method.empty() || has_line_break(request.method) ||
       request.method.find(' ') != std::string::npos) {
     return failure(Outcome::network_error, "invalid HTTP method '" + request.method + "'");
   }
-  std::string query = url_query_;
-  if (!request.query.empty()) {
-    if (!query.empty()) query += '&';
-    query += request.query;
-  }
-  std::string target = path_;
-  if (url_has_query_ || !query.empty()) target += "?" + query;
+  const std::string target = target_for(request.query);
   if (has_line_break(target) || target.find(' ') != std::string::npos) {
     return failure(Outcome::network_error, "invalid query string");
   }
@@ -499,6 +515,8 @@ boost::asio::awaitable<Response> HttpClient::send(Request request) {
 }
 
 void HttpClient::close_idle() { impl_->close_idle(); }
+
+std::string HttpClient::target(const std::string& extra_query) const { return impl_->target_for(extra_query); }
 
 const std::string& HttpClient::display_url() const { return impl_->display_url_; }
 

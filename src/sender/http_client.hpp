@@ -40,6 +40,7 @@ enum class Outcome {
   timeout,            // connect_timeout or timeout expired
   tls_error,          // TLS handshake failed for a reason other than the certificate
   tls_certificate,    // the peer's certificate was rejected (expired, self-signed, wrong name...)
+  auth_refused,       // the credentials were refused before the request could be sent (OAuth token endpoint)
 };
 
 struct Response {
@@ -69,6 +70,9 @@ class HttpClient {
 
   // For logs and errors: the URL without any userinfo.
   const std::string& display_url() const;
+
+  // The request target send() uses for `extra_query` (Digest auth signs it).
+  std::string target(const std::string& extra_query) const;
 
  private:
   struct Impl;

@@ -418,11 +418,11 @@ log: {level: info, format: json}
 connections:
   - name: openfn
     url: https://app.openfn.org/
-    auth: {type: bearer}
+    proxy: {url: x}
     notify: [a@example.org]
-    rate_limit: 20/s
-    signing_secret_env: X
-    tls: {client_cert_file: c.pem}
+    retries: 3
+    signature: X
+    tls: {client_cert: c.pem}
 repeaters:
   - name: forms
     connection: openfn
@@ -438,11 +438,11 @@ repeaters:
                         "token, token_env, token_file)"));
   EXPECT_TRUE(has_error(r, 7, 23, "storage: unknown key \"wal\" (allowed keys: path, retention)"));
   EXPECT_TRUE(has_error(r, 8, 20, "log: unknown key \"format\""));
-  EXPECT_TRUE(has_error(r, 12, 5, "connections[0]: unknown key \"auth\": not supported"));
-  EXPECT_TRUE(has_error(r, 13, 5, "connections[0]: unknown key \"notify\""));
-  EXPECT_TRUE(has_error(r, 14, 5, "connections[0]: unknown key \"rate_limit\""));
-  EXPECT_TRUE(has_error(r, 15, 5, "connections[0]: unknown key \"signing_secret_env\""));
-  EXPECT_TRUE(has_error(r, 16, 11, "connections[0].tls: unknown key \"client_cert_file\""));
+  EXPECT_TRUE(has_error(r, 12, 5, "connections[0]: unknown key \"proxy\""));
+  EXPECT_TRUE(has_error(r, 13, 5, "connections[0]: unknown key \"notify\": not supported"));
+  EXPECT_TRUE(has_error(r, 14, 5, "connections[0]: unknown key \"retries\""));
+  EXPECT_TRUE(has_error(r, 15, 5, "connections[0]: unknown key \"signature\""));
+  EXPECT_TRUE(has_error(r, 16, 11, "connections[0].tls: unknown key \"client_cert\""));
   EXPECT_TRUE(has_error(r, 20, 5, "repeaters[0]: unknown key \"priority\""));
   EXPECT_TRUE(has_error(r, 21, 5, "repeaters[0]: unknown key \"labels\""));
   EXPECT_TRUE(has_error(r, 22, 5, "repeaters[0]: unknown key \"ordered\""));
@@ -1072,6 +1072,98 @@ connections:
       EXPECT_EQ(d.message.find("s3cret"), std::string::npos) << d.to_string();
     }
   }
+}
+
+}  // namespace
+}  // namespace repeaterd::config
+
+namespace repeaterd::config {
+namespace {
+
+// A valid config whose one connection has `extra` appended; the first extra line is line 7.
+std::string with_connection(const std::string& extra) {
+  return "ingest_tokens:\n  - domain: demo\n    token_env: REPEATERD_TOKEN_DEMO\n"
+         "connections:\n  - name: c\n    url: https://c.org/\n" +
+         extra + "repeaters:\n  - name: r\n    connection: c\n";
+}
+
+const std::map<std::string, std::string> kSecrets{{"REPEATERD_TOKEN_DEMO", "demo-token-1234"},
+                                                  {"PW", "s3cret-pw"},
+                                                  {"TOK", "tok-abc"},
+                                                  {"KEY", "key-xyz"},
+                                                  {"CS", "client-secret-1"},
+                                                  {"WH", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}};
+
+TEST(ConfigAuth, EveryType) {
+  auto r = load(with_connection("    auth: {type: basic, username: alice, password_env: PW}\n"), kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  const auto& a = r.config->connections[0].auth;
+  EXPECT_EQ(a.type, Auth::Type::basic);
+  EXPECT_EQ(a.username, "alice");
+  EXPECT_EQ(a.password.value, "s3cret-pw");
+  EXPECT_EQ(a.password.origin, "env PW");
+
+  r = load(with_connection("    auth: {type: digest, username: bob, password_env: PW}\n"), kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  EXPECT_EQ(r.config->connections[0].auth.type, Auth::Type::digest);
+
+  r = load(with_connection("    auth: {type: bearer, token_env: TOK}\n"), kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  EXPECT_EQ(r.config->connections[0].auth.token.value, "tok-abc");
+
+  r = load(with_connection("    auth: {type: api_key, header: X-API-Key, key_env: KEY}\n"), kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  EXPECT_EQ(r.config->connections[0].auth.header, "X-API-Key");
+  EXPECT_EQ(r.config->connections[0].auth.key.value, "key-xyz");
+
+  r = load(with_connection("    auth:\n      type: oauth2_client_credentials\n      token_url: https://id.example/token\n"
+                           "      client_id: repeaterd\n      client_secret_env: CS\n      scope: forms.write\n"
+                           "      client_auth: body\n"),
+           kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  const auto& o = r.config->connections[0].auth;
+  EXPECT_EQ(o.type, Auth::Type::oauth2_client_credentials);
+  EXPECT_EQ(o.token_url, "https://id.example/token");
+  EXPECT_EQ(o.client_id, "repeaterd");
+  EXPECT_EQ(o.client_secret.value, "client-secret-1");
+  EXPECT_EQ(o.scope, "forms.write");
+  EXPECT_TRUE(o.client_auth_in_body);
+}
+
+TEST(ConfigAuth, MissingPiecesAndStrayKeys) {
+  auto r = load(with_connection("    auth: {type: basic, username: alice}\n"), kSecrets);
+  EXPECT_FALSE(r.config);
+  EXPECT_TRUE(has_error(r, 7, 11, "auth type basic needs password_env")) << dump(r);
+  r = load(with_connection("    auth: {type: bearer, token_env: TOK, username: x}\n"), kSecrets);
+  EXPECT_TRUE(has_error(r, 7, 42, "\"username\" does not apply to auth type bearer")) << dump(r);
+  r = load(with_connection("    auth: {type: kerberos}\n"), kSecrets);
+  EXPECT_TRUE(has_error(r, 7, 18, "expected none, basic, digest, bearer, api_key or oauth2_client_credentials")) << dump(r);
+  r = load(with_connection("    auth: {type: oauth2_client_credentials, client_id: x, client_secret_env: CS}\n"), kSecrets);
+  EXPECT_TRUE(has_error(r, 7, 11, "needs token_url")) << dump(r);
+  r = load(with_connection("    auth: {type: api_key, header: 'bad header', key_env: KEY}\n"), kSecrets);
+  EXPECT_TRUE(has_error(r, 7, 35, "expected a header name")) << dump(r);
+}
+
+TEST(ConfigAuth, SecretsNeverInMessages) {
+  auto r = load(with_connection("    auth: {type: basic, username: alice, password: inline-pw-999}\n"), kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  for (const auto& d : r.warnings) EXPECT_EQ(d.to_string().find("inline-pw-999"), std::string::npos);
+  r = load(with_connection("    signing_secret: not-base64!!\n"), kSecrets);
+  ASSERT_FALSE(r.config);
+  for (const auto& d : r.errors) EXPECT_EQ(d.to_string().find("not-base64!!"), std::string::npos) << d.to_string();
+}
+
+TEST(ConfigConnection, RateLimitSigningAndClientCertificates) {
+  auto r = load(with_connection("    rate_limit: 600/m\n    signing_secret_env: WH\n"), kSecrets);
+  ASSERT_TRUE(r.config) << dump(r);
+  EXPECT_DOUBLE_EQ(*r.config->connections[0].rate_limit, 10.0);
+  ASSERT_TRUE(r.config->connections[0].signing_secret);
+  EXPECT_EQ(r.config->connections[0].signing_secret->value.size(), 24u) << "the decoded key, not its text";
+  r = load(with_connection("    rate_limit: fast\n"), kSecrets);
+  EXPECT_TRUE(has_error(r, 7, 17, "expected a rate like 20/s")) << dump(r);
+  r = load(with_connection("    tls: {client_cert_file: /nonexistent/c.pem}\n"), kSecrets);
+  EXPECT_TRUE(has_error(r, 7, 29, "cannot read")) << dump(r);
+  EXPECT_TRUE(has_error(r, 7, 10, "client_cert_file and client_key_file go together")) << dump(r);
 }
 
 }  // namespace

@@ -183,3 +183,4 @@ TEST(ParseRetryAfter, RejectsMalformedDates) {
 
 }  // namespace
 }  // namespace repeaterd
+
