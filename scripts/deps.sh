@@ -10,8 +10,11 @@ build_pkgs=(
   libyaml-cpp-dev libcli11-dev libcurl4-openssl-dev libsystemd-dev
 )
 test_pkgs=(
-  libgtest-dev libgmock-dev python3 sqlite3 openssl curl nginx-light wrk python3-aiosmtpd
+  libgtest-dev libgmock-dev python3 sqlite3 openssl curl nginx-light wrk python3-aiosmtpd apache2
 )
+# The webhook signature tests run the standardwebhooks npm package under node; a node from
+# elsewhere will do.
+if ! command -v node >/dev/null 2>&1; then test_pkgs+=(nodejs npm); fi
 
 want=("${build_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${test_pkgs[@]}"); fi

@@ -69,9 +69,9 @@ class Worker {
         auth_(ex, connection),
         timer_(ex),
         random_(std::random_device{}()) {
-    // A burst of one second's worth lets a quiet connection start at once without ever
-    // exceeding the rate over any second.
-    if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, std::max(1.0, *connection.rate_limit), now_micros());
+    // A burst of one: requests are evenly spaced, so no window of any length sees more than
+    // the rate allows (a bigger burst would let a second's worth out at once).
+    if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, 1.0, now_micros());
   }
 
   void add_repeater(const config::Repeater& r) {

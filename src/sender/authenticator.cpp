@@ -22,6 +22,8 @@ namespace {
 // Tokens are renewed this long before the server says they expire, so a request never
 // leaves with a token that dies on the way.
 constexpr auto kTokenMargin = std::chrono::seconds(30);
+// Digest exchanges one attempt may make: a fresh challenge and a couple of stale nonces.
+constexpr int kMaxDigestRounds = 3;
 // A token without expires_in is kept this long.
 constexpr auto kTokenDefaultLifetime = std::chrono::minutes(5);
 
@@ -106,17 +108,24 @@ struct Authenticator::Impl {
     // With a nonce from an earlier exchange, authenticate up front; else learn the challenge.
     // Named, not temporaries in the co_await expressions: GCC 12 destroys those twice.
     Request attempt = challenge ? with_digest(request, target) : request;
-    Response first = co_await client.send(std::move(attempt));
-    if (!is_401(first)) co_return first;
-    auto offered = pick_digest_challenge(header_values(first, "WWW-Authenticate"));
-    if (!offered) co_return first;  // no Digest challenge we can answer: the 401 stands
-    const bool had_challenge = challenge.has_value();
-    // Answer a fresh challenge, or a stale nonce; a plain second 401 means wrong credentials.
-    if (had_challenge && !offered->stale && offered->nonce == challenge->nonce) co_return first;
-    challenge = *offered;
-    nonce_count = 0;
-    Request answer = with_digest(request, target);
-    co_return co_await client.send(std::move(answer));
+    Response resp = co_await client.send(std::move(attempt));
+    // Answer one fresh challenge, and any stale=true ones (the credentials were right, the
+    // nonce was not), all within this attempt. A fresh challenge refusing our answer to a
+    // fresh challenge means the credentials are wrong: that 401 stands.
+    bool answered_fresh = false;
+    for (int round = 0; round < kMaxDigestRounds && is_401(resp); ++round) {
+      auto offered = pick_digest_challenge(header_values(resp, "WWW-Authenticate"));
+      if (!offered) break;  // no Digest challenge we can answer
+      if (!offered->stale) {
+        if (answered_fresh) break;
+        answered_fresh = true;
+      }
+      challenge = *offered;
+      nonce_count = 0;
+      Request answer = with_digest(request, target);
+      resp = co_await client.send(std::move(answer));
+    }
+    co_return resp;
   }
 
   // -- oauth2 ----------------------------------------------------------------------------

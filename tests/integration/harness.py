@@ -627,7 +627,18 @@ class Db:
         self.path = Path(path)
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            try:
+                return conn.execute(sql, args).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as e:
+            # A WAL database whose last writer closed cleanly has no -shm file, and a read-only
+            # connection cannot create one; a normal connection that only reads can.
+            if "unable to open" not in str(e):
+                raise
+        conn = sqlite3.connect(str(self.path), timeout=5)
         try:
             return conn.execute(sql, args).fetchall()
         finally:
@@ -666,6 +677,26 @@ class Db:
 
     def case_ids(self, domain: str = "demo") -> set[str]:
         return {r[0] for r in self.query("SELECT case_id FROM cases WHERE domain = ?", (domain,))}
+
+    def attempts_of(self, record_id: str) -> list[tuple]:
+        """(number, outcome, http_status, error) of every attempt of a record, in order."""
+        return self.query("SELECT number, outcome, http_status, error FROM attempts WHERE record = ? "
+                          "ORDER BY number", (record_id,))
+
+    def text_cells(self) -> list[tuple[str, str, str]]:
+        """(table, column, text) of every non-empty TEXT or BLOB cell of every table (BLOBs
+        decoded as UTF-8 with replacement): for "this never reached the database" checks."""
+        out = []
+        tables = [r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            cols = [r[1] for r in self.query(f'PRAGMA table_info("{table}")')]
+            for row in self.query(f'SELECT * FROM "{table}"'):
+                for col, value in zip(cols, row):
+                    if isinstance(value, bytes):
+                        value = value.decode("utf-8", "replace")
+                    if isinstance(value, str) and value:
+                        out.append((table, col, value))
+        return out
 
     def records_of(self, payload_id: str) -> list[tuple]:
         """(repeater, case_id, content_type) of every record of the payload(s) with that id."""
