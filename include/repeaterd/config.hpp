@@ -83,6 +83,7 @@ struct Connection {
   Duration timeout = std::chrono::seconds(60);          // whole request, send to last byte
   std::uint32_t max_in_flight = 4;                      // concurrent requests
   Auth auth;
+  std::vector<std::string> notify;  // addresses emailed when its records fail or are cancelled
   std::optional<double> rate_limit;  // requests a second; requests wait for their turn
   // Standard Webhooks signing key (decoded from its whsec_ base64 form); empty: no signature.
   std::optional<Secret> signing_secret;
@@ -127,12 +128,29 @@ struct Repeater {
   Retry retry;
 };
 
+// Where notification emails go out (spec §6). Absent: no emails.
+struct Smtp {
+  std::string url;             // smtp://host[:port] (STARTTLS when offered) or smtps://host[:port]
+  std::string from;
+  std::string username;        // empty: no AUTH
+  Secret password;
+  bool starttls_required = false;  // smtp://: refuse to send without STARTTLS
+  bool tls_verify = true;
+  std::string ca_file;
+  Duration throttle = std::chrono::minutes(15);  // per connection: one email a window, the rest summarised
+  // While the server cannot be reached: initial × multiplier^(n-1), at most max_delay, forever.
+  Duration retry_initial = std::chrono::seconds(10);
+  double retry_multiplier = 2.0;
+  Duration retry_max_delay = std::chrono::minutes(10);
+};
+
 struct Config {
   std::string file;  // the path it was loaded from
   Listen listen;
   std::vector<IngestToken> ingest_tokens;
   Storage storage;
   Log log;
+  std::optional<Smtp> smtp;
   std::vector<Connection> connections;
   std::vector<Repeater> repeaters;
 

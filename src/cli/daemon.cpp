@@ -19,6 +19,7 @@
 #include "common/event_log.hpp"
 #include "ingest/receiver.hpp"
 #include "ingest/server.hpp"
+#include "notify/notifier.hpp"
 #include "scheduler/scheduler.hpp"
 #include "store/store.hpp"
 
@@ -64,7 +65,13 @@ int run_daemon(const config::Config& config) {
   }
   std::unique_ptr<store::Store> store = std::move(opened).value();
 
-  scheduler::Scheduler scheduler(forward_io.get_executor(), config, *store, events);
+  // Email goes out from a thread of its own, so a slow or absent SMTP server never holds up
+  // forwarding; without an smtp section there is no notifier.
+  std::unique_ptr<notify::Notifier> notifier;
+  if (config.smtp) notifier = std::make_unique<notify::Notifier>(config, *store, events);
+  scheduler::Scheduler scheduler(forward_io.get_executor(), config, *store, events, [&notifier] {
+    if (notifier) notifier->wake();
+  });
   ingest::Receiver receiver(config, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,
                         [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); },
@@ -147,7 +154,8 @@ int run_daemon(const config::Config& config) {
   forward_work.reset();
   forward_io.stop();
   forwarder.join();
-  store.reset();  // commits whatever is queued, then joins the writer
+  notifier.reset();  // a send in progress finishes (bounded by its timeout); the rest waits in the outbox
+  store.reset();     // commits whatever is queued, then joins the writer
   spdlog::info("repeaterd stopped");
   return 0;
 }

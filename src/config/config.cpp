@@ -38,8 +38,14 @@ constexpr std::size_t kMaxConfigFile = 16u << 20;
 constexpr std::size_t kMaxCaFile = 16u << 20;
 constexpr std::size_t kMaxNameLength = 64;
 
-const KeySet kTopKeys{{"listen", "ingest_tokens", "storage", "log", "connections", "repeaters"},
-                      {"admin", "smtp"}};
+const KeySet kTopKeys{{"listen", "ingest_tokens", "storage", "log", "smtp", "connections", "repeaters"},
+                      {"admin"}};
+const KeySet kSmtpKeys{{"url", "from", "username", "password", "password_env", "password_file", "starttls", "tls",
+                        "throttle", "retry"},
+                       {}};
+const KeySet kSmtpTlsKeys{{"verify", "ca_file"}, {}};
+const KeySet kSmtpRetryKeys{{"initial", "multiplier", "max_delay"}, {}};
+constexpr std::array<std::string_view, 2> kStarttls{"when_offered", "required"};
 const KeySet kListenKeys{{"address", "port", "max_body", "max_header", "read_timeout",
                           "idle_timeout", "max_connections"},
                          {"tls"}};
@@ -48,8 +54,8 @@ const KeySet kStorageKeys{{"path", "retention"}, {}};
 const KeySet kLogKeys{{"events_file", "level", "queue_summary_every"}, {}};
 const KeySet kConnectionKeys{
     {"name", "url", "headers", "connect_timeout", "timeout", "max_in_flight", "tls", "auth", "rate_limit",
-     "signing_secret", "signing_secret_env", "signing_secret_file"},
-    {"notify"}};
+     "signing_secret", "signing_secret_env", "signing_secret_file", "notify"},
+    {}};
 const KeySet kConnectionTlsKeys{{"verify", "ca_file", "client_cert_file", "client_key_file"}, {}};
 const KeySet kAuthKeys{{"type", "username", "password", "password_env", "password_file", "token", "token_env",
                         "token_file", "header", "key", "key_env", "key_file", "token_url", "client_id",
@@ -81,6 +87,16 @@ bool iequals(std::string_view a, std::string_view b) {
            const auto ly = static_cast<unsigned char>(y);
            return std::tolower(lx) == std::tolower(ly);
          });
+}
+
+// Deliberately loose (RFC 5322 allows far more): one @, something on each side, no spaces or
+// brackets that would break a header.
+bool is_email_address(std::string_view s) {
+  const auto at = s.find('@');
+  if (at == std::string_view::npos || at == 0 || at + 1 >= s.size() || s.find('@', at + 1) != std::string_view::npos) {
+    return false;
+  }
+  return s.find_first_of(" \t\r\n<>,;\"") == std::string_view::npos;
 }
 
 template <std::size_t N>
@@ -207,6 +223,7 @@ class Loader {
     if (tokens != nullptr) read_tokens(*tokens, config.ingest_tokens);
     if (const Field* f = top.find("storage")) read_storage(*f, config.storage);
     if (const Field* f = top.find("log")) read_log(*f, config.log);
+    if (const Field* f = top.find("smtp")) read_smtp(*f, config.smtp.emplace());
     if (const Field* f = top.find("connections")) {
       detail::for_each_item(*f, reporter_, [&](const YAML::Node& node, const std::string& path) {
         config.connections.push_back(read_connection(node, path));
@@ -216,6 +233,24 @@ class Loader {
       detail::for_each_item(*f, reporter_, [&](const YAML::Node& node, const std::string& path) {
         config.repeaters.push_back(read_repeater(node, path));
       });
+    }
+    // The seeds' advice: every connection should have someone to tell when forwarding stops.
+    if (config.smtp) {
+      for (std::size_t i = 0; i < config.connections.size(); ++i) {
+        if (config.connections[i].notify.empty()) {
+          reporter_.warning(connection_marks_[i], "connection " + config.connections[i].name +
+                                                      " has no notify addresses: nobody will be emailed when "
+                                                      "its records fail or are cancelled");
+        }
+      }
+    } else {
+      for (std::size_t i = 0; i < config.connections.size(); ++i) {
+        if (!config.connections[i].notify.empty()) {
+          reporter_.warning(connection_marks_[i], "connection " + config.connections[i].name +
+                                                      " has notify addresses but there is no smtp section: no "
+                                                      "email can be sent");
+        }
+      }
     }
     check_names(connection_names_, "connection");
     check_names(repeater_names_, "repeater");
@@ -324,6 +359,7 @@ class Loader {
 
   Connection read_connection(const YAML::Node& node, const std::string& path) {
     Connection c;
+    connection_marks_.push_back(node.Mark());
     const MapReader m(node, path, kConnectionKeys, reporter_, Empty::is_error);
     if (!m.valid()) return c;
     if (m.require("name") != nullptr) {
@@ -346,6 +382,14 @@ class Loader {
       read_connection_tls(*f, c.name.empty() ? path : c.name, c.tls);
     }
     if (const Field* f = m.find("auth")) read_auth(*f, c.auth);
+    read_string_list(m, "notify", c.notify);
+    if (const Field* f = m.find("notify")) {
+      for (const auto& address : c.notify) {
+        if (!is_email_address(address)) {
+          reporter_.error(f->mark(), f->path + ": " + quote(address) + " is not an email address like name@example.org");
+        }
+      }
+    }
     std::string rate;
     if (const Field* f = detail::read_string(m, "rate_limit", rate, "a rate like 20/s, 600/m or 3600/h")) {
       c.rate_limit = parse_rate(rate);
@@ -657,6 +701,56 @@ class Loader {
     });
   }
 
+  void read_smtp(const Field& field, Smtp& out) {
+    const MapReader m(field.value, field.path, kSmtpKeys, reporter_, Empty::is_error);
+    if (!m.valid()) return;
+    if (m.require("url") != nullptr) {
+      if (const Field* f = detail::read_string(m, "url", out.url, "an smtp:// or smtps:// URL")) {
+        const auto parsed = boost::urls::parse_uri(out.url);
+        if (!parsed || (parsed->scheme() != "smtp" && parsed->scheme() != "smtps") || parsed->host().empty()) {
+          reporter_.error(f->mark(), f->path + ": expected smtp://host[:port] or smtps://host[:port], got " +
+                                         describe(f->value));
+        } else if (parsed->has_userinfo()) {
+          reporter_.error(f->mark(), f->path + ": put the SMTP user in username and the password in password_env, "
+                                                 "not in the URL");
+        }
+      }
+    }
+    if (m.require("from") != nullptr) {
+      if (const Field* f = detail::read_string(m, "from", out.from, "an email address")) {
+        if (!is_email_address(out.from)) {
+          reporter_.error(f->mark(), f->path + ": expected an email address like repeaterd@example.org, got " +
+                                         describe(f->value));
+        }
+      }
+    }
+    detail::read_string(m, "username", out.username, "a user name");
+    const auto password = detail::read_secret(m, "password", env_);
+    if (password.secret) out.password = *password.secret;
+    if (!out.username.empty() && !password.given) {
+      reporter_.error(m.mark(), field.path + ": username is set but not password_env or password_file");
+    }
+    std::string starttls = "when_offered";
+    read_choice(m, "starttls", kStarttls, "when_offered or required", starttls);
+    out.starttls_required = starttls == "required";
+    if (const Field* f = m.find("tls")) {
+      const MapReader t(f->value, f->path, kSmtpTlsKeys, reporter_, Empty::means_defaults);
+      detail::read_bool(t, "verify", out.tls_verify);
+      if (const Field* c = detail::read_string(t, "ca_file", out.ca_file, "a file path")) {
+        if (auto content = detail::read_small_file(out.ca_file, kMaxCaFile); !content.ok()) {
+          reporter_.error(c->mark(), c->path + ": cannot read " + quote(out.ca_file) + ": " + content.error().message);
+        }
+      }
+    }
+    detail::read_duration(m, "throttle", out.throttle);
+    if (const Field* f = m.find("retry")) {
+      const MapReader r(f->value, f->path, kSmtpRetryKeys, reporter_, Empty::means_defaults);
+      detail::read_duration(r, "initial", out.retry_initial);
+      detail::read_double(r, "multiplier", 1.0, std::numeric_limits<double>::infinity(), true, out.retry_multiplier);
+      detail::read_duration(r, "max_delay", out.retry_max_delay);
+    }
+  }
+
   void read_retry(const Field& field, Retry& out) {
     const MapReader m(field.value, field.path, kRetryKeys, reporter_, Empty::means_defaults);
     const Field* initial = detail::read_duration(m, "initial", out.initial);
@@ -716,6 +810,7 @@ class Loader {
   }
 
   Reporter& reporter_;
+  std::vector<YAML::Mark> connection_marks_;  // where each connection starts, for warnings
   const Environment& env_;
   std::vector<NameAt> connection_names_;
   std::vector<NameAt> repeater_names_;

@@ -60,8 +60,11 @@ Micros sleep_micros(Micros until) { return std::max<Micros>(0, until - now_micro
 // One connection's share of the queue: its repeaters, its client, its in-flight slots.
 class Worker {
  public:
-  Worker(asio::any_io_executor ex, const config::Connection& connection, store::Store& store, EventLog& events)
-      : executor_(ex),
+  Worker(asio::any_io_executor ex, const config::Connection& connection, store::Store& store, EventLog& events,
+         bool notify, std::function<void()> on_notification)
+      : notify_(notify && !connection.notify.empty()),
+        on_notification_(std::move(on_notification)),
+        executor_(ex),
         connection_(connection),
         store_(store),
         events_(events),
@@ -209,6 +212,20 @@ class Worker {
                                                                  : store::RecordState::cancelled;
     out.next_attempt_at = a.decision.next_attempt_at;
     out.reason = a.decision.reason;
+    out.connection = connection_.name;
+    if (notify_) {
+      notify::Event e;
+      e.record_id = rec.id;
+      e.repeater = rec.repeater;
+      e.domain = rec.domain;
+      e.payload_type = rec.payload_type;
+      e.payload_id = rec.payload_id;
+      e.attempt = rec.attempt;
+      e.http_status = out.http_status;
+      e.error = error;
+      e.next_attempt_at = a.decision.next_attempt_at;
+      out.notify = std::move(e);
+    }
     co_return a;
   }
 
@@ -219,12 +236,14 @@ class Worker {
   awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out) {
     for (;;) {
       std::vector<std::string> repeaters = stopping_ ? std::vector<std::string>{} : active_;
-      std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters)](store::Db& db) {
-        store::Store::finish(db, out, now_micros());
+      auto queued = std::make_shared<bool>(false);
+      std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters), queued](store::Db& db) {
+        *queued = store::Store::finish(db, out, now_micros());
         if (repeaters.empty()) return store::Claim{};
         return store::Store::claim(db, repeaters, 1, now_micros(), false);
       };
       auto stored = co_await store::async_run<store::Claim>(store_, std::move(job));
+      if (stored.ok() && *queued && on_notification_) on_notification_();
       if (stored.ok()) {
         if (stored->records.empty()) co_return std::nullopt;
         co_return std::move(stored->records.front());
@@ -258,6 +277,8 @@ class Worker {
     }
   }
 
+  const bool notify_;  // the connection has contacts and there is an smtp section
+  std::function<void()> on_notification_;
   asio::any_io_executor executor_;
   const config::Connection& connection_;
   store::Store& store_;
@@ -281,12 +302,13 @@ struct Scheduler::Timers {
 };
 
 Scheduler::Scheduler(asio::any_io_executor executor, const config::Config& config, store::Store& store,
-                     EventLog& events)
+                     EventLog& events, std::function<void()> on_notification)
     : executor_(executor), config_(config), store_(store), events_(events),
       timers_(std::make_unique<Timers>(executor)) {
   std::map<std::string, Worker*> by_connection;
   for (const auto& c : config_.connections) {
-    workers_.push_back(std::make_unique<Worker>(executor_, c, store_, events_));
+    workers_.push_back(std::make_unique<Worker>(executor_, c, store_, events_, config_.smtp.has_value(),
+                                                on_notification));
     by_connection[c.name] = workers_.back().get();
   }
   for (const auto& r : config_.repeaters) {

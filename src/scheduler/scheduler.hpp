@@ -13,6 +13,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,8 +29,10 @@ class Worker;
 
 class Scheduler {
  public:
+  // `on_notification` is called (on the executor) after an attempt's outcome queued a
+  // notification, to wake the notifier.
   Scheduler(boost::asio::any_io_executor executor, const config::Config& config, store::Store& store,
-            EventLog& events);
+            EventLog& events, std::function<void()> on_notification = {});
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;

@@ -89,6 +89,48 @@ CREATE TABLE attachments (
   PRIMARY KEY (payload, name)
 ) STRICT;
 )sql",
+    // 3: notification emails: the events that call for one, the emails built from them (the
+    // outbox), and each connection's failure streak and throttle window.
+    R"sql(
+CREATE TABLE notify_state (
+  connection   TEXT    PRIMARY KEY,
+  failing      INTEGER NOT NULL DEFAULT 0,  -- in a streak of failures since its last success
+  window_start INTEGER NOT NULL DEFAULT 0   -- when its last email was queued
+) STRICT;
+
+CREATE TABLE emails (
+  id          INTEGER PRIMARY KEY,
+  connection  TEXT    NOT NULL,
+  created_at  INTEGER NOT NULL,
+  recipients  TEXT    NOT NULL,  -- JSON array of addresses
+  message     BLOB    NOT NULL,  -- the whole RFC 5322 message
+  events      INTEGER NOT NULL,
+  state       TEXT    NOT NULL CHECK (state IN ('pending', 'sent')),
+  attempts    INTEGER NOT NULL DEFAULT 0,
+  next_try_at INTEGER NOT NULL,
+  last_error  TEXT    NOT NULL DEFAULT '',
+  sent_at     INTEGER
+) STRICT;
+CREATE INDEX emails_pending ON emails(next_try_at) WHERE state = 'pending';
+
+CREATE TABLE notifications (
+  id              INTEGER PRIMARY KEY,
+  connection      TEXT    NOT NULL,
+  kind            TEXT    NOT NULL CHECK (kind IN ('failed', 'cancelled')),
+  created_at      INTEGER NOT NULL,
+  record_id       TEXT    NOT NULL,
+  repeater        TEXT    NOT NULL,
+  domain          TEXT    NOT NULL,
+  payload_type    TEXT    NOT NULL,
+  payload_id      TEXT    NOT NULL,
+  attempt         INTEGER NOT NULL,
+  http_status     INTEGER,
+  error           TEXT    NOT NULL,
+  next_attempt_at INTEGER,
+  email           INTEGER REFERENCES emails(id)  -- NULL until an email carries it
+) STRICT;
+CREATE INDEX notifications_unsent ON notifications(connection, id) WHERE email IS NULL;
+)sql",
 };
 
 }  // namespace

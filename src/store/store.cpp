@@ -323,7 +323,7 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
   return out;
 }
 
-void Store::finish(Db& db, const AttemptOutcome& o, Micros /*now*/) {
+bool Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   {
     StmtGuard a(db.prepare(
         "UPDATE attempts SET outcome = ?2, duration_ms = ?3, http_status = ?4, response_headers = ?5, "
@@ -340,6 +340,143 @@ void Store::finish(Db& db, const AttemptOutcome& o, Micros /*now*/) {
   r->bind(1, o.record_id).bind(2, to_string(o.new_state)).bind(3, o.next_attempt_at);
   r->bind(4, static_cast<std::int64_t>(o.client_error ? 1 : 0)).bind(5, o.reason).bind(6, now_micros());
   r->run();
+  if (!o.notify) return false;
+
+  bool failing = false;
+  {
+    StmtGuard q(db.prepare("SELECT failing FROM notify_state WHERE connection = ?1"));
+    q->bind(1, o.connection);
+    if (q->step()) failing = q->int64(0) != 0;
+  }
+  {
+    StmtGuard up(db.prepare(
+        "INSERT INTO notify_state (connection, failing) VALUES (?1, ?2) "
+        "ON CONFLICT (connection) DO UPDATE SET failing = excluded.failing"));
+    up->bind(1, o.connection).bind(2, static_cast<std::int64_t>(o.succeeded ? 0 : 1)).run();
+  }
+  if (o.succeeded) return false;
+  const bool cancelled = o.new_state == RecordState::cancelled;
+  // The first failure of a streak and every cancellation; later failures of the same streak
+  // would only repeat what the contacts were already told.
+  if (!cancelled && failing) return false;
+  const notify::Event& e = *o.notify;
+  StmtGuard ins(db.prepare(
+      "INSERT INTO notifications (connection, kind, created_at, record_id, repeater, domain, payload_type, "
+      "payload_id, attempt, http_status, error, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+      "?11, ?12)"));
+  ins->bind(1, o.connection).bind(2, cancelled ? "cancelled" : "failed").bind(3, now).bind(4, e.record_id);
+  ins->bind(5, e.repeater).bind(6, e.domain).bind(7, e.payload_type).bind(8, e.payload_id);
+  ins->bind(9, static_cast<std::int64_t>(e.attempt));
+  if (e.http_status) ins->bind(10, static_cast<std::int64_t>(*e.http_status)); else ins->bind_null(10);
+  ins->bind(11, e.error);
+  if (cancelled) ins->bind_null(12); else ins->bind(12, e.next_attempt_at);
+  ins->run();
+  return true;
+}
+
+std::vector<UnsentNotifications> Store::unsent_notifications(Db& db) {
+  std::vector<UnsentNotifications> out;
+  StmtGuard q(db.prepare(
+      "SELECT n.connection, COALESCE(s.window_start, 0) FROM (SELECT DISTINCT connection FROM notifications "
+      "WHERE email IS NULL) n LEFT JOIN notify_state s ON s.connection = n.connection"));
+  while (q->step()) out.push_back({q->text(0), q->int64(1)});
+  return out;
+}
+
+std::vector<notify::Event> Store::notifications_of(Db& db, const std::string& connection) {
+  std::vector<notify::Event> out;
+  StmtGuard q(db.prepare(
+      "SELECT id, kind, created_at, record_id, repeater, domain, payload_type, payload_id, attempt, http_status, "
+      "error, next_attempt_at FROM notifications WHERE connection = ?1 AND email IS NULL ORDER BY id"));
+  q->bind(1, connection);
+  while (q->step()) {
+    notify::Event e;
+    e.id = q->int64(0);
+    e.kind = q->text(1) == "cancelled" ? notify::Event::Kind::cancelled : notify::Event::Kind::failed;
+    e.at = q->int64(2);
+    e.record_id = q->text(3);
+    e.repeater = q->text(4);
+    e.domain = q->text(5);
+    e.payload_type = q->text(6);
+    e.payload_id = q->text(7);
+    e.attempt = static_cast<int>(q->int64(8));
+    if (auto s = q->opt_int64(9)) e.http_status = static_cast<int>(*s);
+    e.error = q->text(10);
+    e.next_attempt_at = q->opt_int64(11);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::int64_t Store::queue_email(Db& db, const std::string& connection, const std::vector<std::string>& recipients,
+                                const std::string& message, int events, std::int64_t last_id, Micros now) {
+  std::string to = "[";
+  for (std::size_t i = 0; i < recipients.size(); ++i) {
+    // Addresses were checked at load to hold no quotes or control characters.
+    to += (i > 0 ? ",\"" : "\"") + recipients[i] + "\"";
+  }
+  to += "]";
+  {
+    StmtGuard ins(db.prepare(
+        "INSERT INTO emails (connection, created_at, recipients, message, events, state, next_try_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?2)"));
+    ins->bind(1, connection).bind(2, now).bind(3, to).bind_blob(4, message).bind(5, static_cast<std::int64_t>(events));
+    ins->run();
+  }
+  const std::int64_t id = db.last_insert_rowid();
+  {
+    StmtGuard up(db.prepare(
+        "UPDATE notifications SET email = ?1 WHERE connection = ?2 AND email IS NULL AND id <= ?3"));
+    up->bind(1, id).bind(2, connection).bind(3, last_id).run();
+  }
+  StmtGuard win(db.prepare(
+      "INSERT INTO notify_state (connection, window_start) VALUES (?1, ?2) "
+      "ON CONFLICT (connection) DO UPDATE SET window_start = excluded.window_start"));
+  win->bind(1, connection).bind(2, now).run();
+  return id;
+}
+
+std::vector<OutboxEmail> Store::due_emails(Db& db, Micros now, std::size_t limit) {
+  std::vector<OutboxEmail> out;
+  StmtGuard q(db.prepare(
+      "SELECT id, connection, recipients, message, events, attempts FROM emails WHERE state = 'pending' "
+      "AND next_try_at <= ?1 ORDER BY next_try_at LIMIT ?2"));
+  q->bind(1, now).bind(2, static_cast<std::int64_t>(limit));
+  while (q->step()) {
+    OutboxEmail e;
+    e.id = q->int64(0);
+    e.connection = q->text(1);
+    // The array repeaterd itself wrote: ["a@x","b@y"].
+    const std::string to = q->text(2);
+    for (std::size_t pos = to.find('"'); pos != std::string::npos;) {
+      const auto end = to.find('"', pos + 1);
+      if (end == std::string::npos) break;
+      e.recipients.push_back(to.substr(pos + 1, end - pos - 1));
+      pos = to.find('"', end + 1);
+    }
+    e.message = q->text(3);
+    e.events = static_cast<int>(q->int64(4));
+    e.attempts = static_cast<int>(q->int64(5));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::optional<Micros> Store::next_email_due(Db& db) {
+  StmtGuard q(db.prepare("SELECT MIN(next_try_at) FROM emails WHERE state = 'pending'"));
+  if (q->step() && !q->is_null(0)) return q->int64(0);
+  return std::nullopt;
+}
+
+void Store::email_sent(Db& db, std::int64_t id, Micros now) {
+  StmtGuard up(db.prepare("UPDATE emails SET state = 'sent', sent_at = ?2, attempts = attempts + 1 WHERE id = ?1"));
+  up->bind(1, id).bind(2, now).run();
+}
+
+void Store::email_failed(Db& db, std::int64_t id, const std::string& error, Micros next_try_at) {
+  StmtGuard up(db.prepare(
+      "UPDATE emails SET attempts = attempts + 1, last_error = ?2, next_try_at = ?3 WHERE id = ?1"));
+  up->bind(1, id).bind(2, error).bind(3, next_try_at).run();
 }
 
 std::vector<RepeaterSummary> Store::summarize(Db& db, Micros now) {
@@ -378,6 +515,14 @@ std::int64_t Store::purge(Db& db, Micros cutoff, std::int64_t limit) {
         "INSERT INTO purge_ids SELECT id FROM records WHERE state IN ('succeeded', 'cancelled') "
         "AND updated_at < ?1 LIMIT ?2"));
     pick->bind(1, cutoff).bind(2, limit).run();
+  }
+  {
+    // Sent emails and the notifications they carried go with the retention too.
+    StmtGuard n(db.prepare(
+        "DELETE FROM notifications WHERE email IN (SELECT id FROM emails WHERE state = 'sent' AND sent_at < ?1)"));
+    n->bind(1, cutoff).run();
+    StmtGuard e(db.prepare("DELETE FROM emails WHERE state = 'sent' AND sent_at < ?1"));
+    e->bind(1, cutoff).run();
   }
   db.exec("DELETE FROM attempts WHERE record IN (SELECT id FROM purge_ids)");
   db.exec("DELETE FROM records WHERE id IN (SELECT id FROM purge_ids)");

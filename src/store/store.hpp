@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "notify/email.hpp"
 #include "repeaterd/result.hpp"
 #include "repeaterd/time.hpp"
 
@@ -116,6 +117,27 @@ struct AttemptOutcome {
   RecordState new_state = RecordState::pending;
   std::optional<Micros> next_attempt_at;  // when new_state is failed
   std::string reason;                     // why the record is cancelled / last error
+  // Set when the connection has people to notify: finish() then tracks its failure streak
+  // and queues a notification for the first failure of a streak and for every cancellation,
+  // in the same transaction. `kind` and `id` are filled in by finish().
+  std::optional<notify::Event> notify;
+  std::string connection;
+};
+
+// A connection with notifications no email has carried yet.
+struct UnsentNotifications {
+  std::string connection;
+  Micros window_start = 0;  // when its last email was queued (0: never)
+};
+
+// An email waiting in the outbox.
+struct OutboxEmail {
+  std::int64_t id = 0;
+  std::string connection;
+  std::vector<std::string> recipients;
+  std::string message;
+  int events = 0;
+  int attempts = 0;  // failed tries so far
 };
 
 struct RepeaterSummary {
@@ -177,7 +199,20 @@ class Store {
   // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).
   static Claim claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now,
                      bool want_next_due = true);
-  static void finish(Db& db, const AttemptOutcome& outcome, Micros now);
+  // Returns whether a notification was queued.
+  static bool finish(Db& db, const AttemptOutcome& outcome, Micros now);
+
+  // The notification outbox (notify::Notifier drives these).
+  static std::vector<UnsentNotifications> unsent_notifications(Db& db);
+  static std::vector<notify::Event> notifications_of(Db& db, const std::string& connection);
+  // Queues `message` carrying every unsent notification of `connection` up to `last_id`, and
+  // starts the connection's throttle window at `now`.
+  static std::int64_t queue_email(Db& db, const std::string& connection, const std::vector<std::string>& recipients,
+                                  const std::string& message, int events, std::int64_t last_id, Micros now);
+  static std::vector<OutboxEmail> due_emails(Db& db, Micros now, std::size_t limit);
+  static std::optional<Micros> next_email_due(Db& db);
+  static void email_sent(Db& db, std::int64_t id, Micros now);
+  static void email_failed(Db& db, std::int64_t id, const std::string& error, Micros next_try_at);
   static std::vector<RepeaterSummary> summarize(Db& db, Micros now);
   // Deletes succeeded/cancelled records last updated before `cutoff`, their attempts, and
   // payloads older than cutoff that no record uses; at most `limit` records a call.

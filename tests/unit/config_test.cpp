@@ -396,14 +396,13 @@ TEST(ConfigKeys, UnknownTopLevelKeyListsAllowedKeys) {
   const LoadResult r = load(kValid + "colour: blue\n");
   EXPECT_TRUE(only_error(r, 10, 1,
                          "unknown key \"colour\" (allowed keys: listen, ingest_tokens, storage, "
-                         "log, connections, repeaters)"));
+                         "log, smtp, connections, repeaters)"));
 }
 
 TEST(ConfigKeys, SpecKeysNotYetSupportedSaySo) {
-  const LoadResult r = load(kValid + "admin:\n  port: 8081\nsmtp: {}\n");
-  ASSERT_EQ(r.errors.size(), 2u) << dump(r);
+  const LoadResult r = load(kValid + "admin:\n  port: 8081\n");
+  ASSERT_EQ(r.errors.size(), 1u) << dump(r);
   EXPECT_TRUE(has_error(r, 10, 1, "unknown key \"admin\": not supported by this version"));
-  EXPECT_TRUE(has_error(r, 12, 1, "unknown key \"smtp\": not supported by this version"));
 }
 
 TEST(ConfigKeys, UnknownKeysInEveryMapping) {
@@ -419,7 +418,7 @@ connections:
   - name: openfn
     url: https://app.openfn.org/
     proxy: {url: x}
-    notify: [a@example.org]
+    mailto: [a@example.org]
     retries: 3
     signature: X
     tls: {client_cert: c.pem}
@@ -439,7 +438,7 @@ repeaters:
   EXPECT_TRUE(has_error(r, 7, 23, "storage: unknown key \"wal\" (allowed keys: path, retention)"));
   EXPECT_TRUE(has_error(r, 8, 20, "log: unknown key \"format\""));
   EXPECT_TRUE(has_error(r, 12, 5, "connections[0]: unknown key \"proxy\""));
-  EXPECT_TRUE(has_error(r, 13, 5, "connections[0]: unknown key \"notify\": not supported"));
+  EXPECT_TRUE(has_error(r, 13, 5, "connections[0]: unknown key \"mailto\""));
   EXPECT_TRUE(has_error(r, 14, 5, "connections[0]: unknown key \"retries\""));
   EXPECT_TRUE(has_error(r, 15, 5, "connections[0]: unknown key \"signature\""));
   EXPECT_TRUE(has_error(r, 16, 11, "connections[0].tls: unknown key \"client_cert\""));
@@ -1164,6 +1163,57 @@ TEST(ConfigConnection, RateLimitSigningAndClientCertificates) {
   r = load(with_connection("    tls: {client_cert_file: /nonexistent/c.pem}\n"), kSecrets);
   EXPECT_TRUE(has_error(r, 7, 29, "cannot read")) << dump(r);
   EXPECT_TRUE(has_error(r, 7, 10, "client_cert_file and client_key_file go together")) << dump(r);
+}
+
+}  // namespace
+}  // namespace repeaterd::config
+
+namespace repeaterd::config {
+namespace {
+
+const char* const kSmtpConfig =
+    "ingest_tokens:\n  - domain: demo\n    token_env: REPEATERD_TOKEN_DEMO\n"
+    "smtp:\n"
+    "  url: smtp://127.0.0.1:2525\n"
+    "  from: repeaterd@example.org\n"
+    "  username: alerts\n"
+    "  password_env: PW\n"
+    "  starttls: required\n"
+    "  throttle: 2m\n"
+    "  retry: {initial: 5s, multiplier: 3, max_delay: 1h}\n"
+    "connections:\n"
+    "  - name: c\n    url: https://c.org/\n    notify: [a@example.org, b@example.org]\n"
+    "  - name: quiet\n    url: https://q.org/\n"
+    "repeaters:\n  - name: r\n    connection: c\n";
+
+TEST(ConfigSmtp, ReadsEveryKeyAndWarnsAboutConnectionsWithoutNotify) {
+  const std::map<std::string, std::string> env{{"REPEATERD_TOKEN_DEMO", "t-1234"}, {"PW", "smtp-pw-77"}};
+  auto r = load(kSmtpConfig, env);
+  ASSERT_TRUE(r.config) << dump(r);
+  const auto& s = *r.config->smtp;
+  EXPECT_EQ(s.url, "smtp://127.0.0.1:2525");
+  EXPECT_EQ(s.from, "repeaterd@example.org");
+  EXPECT_EQ(s.username, "alerts");
+  EXPECT_EQ(s.password.value, "smtp-pw-77");
+  EXPECT_TRUE(s.starttls_required);
+  EXPECT_EQ(s.throttle, std::chrono::minutes(2));
+  EXPECT_EQ(s.retry_initial, std::chrono::seconds(5));
+  EXPECT_DOUBLE_EQ(s.retry_multiplier, 3.0);
+  EXPECT_EQ(s.retry_max_delay, std::chrono::hours(1));
+  EXPECT_EQ(r.config->connections[0].notify, (std::vector<std::string>{"a@example.org", "b@example.org"}));
+  EXPECT_TRUE(has_warning(r, 16, 5, "connection quiet has no notify addresses")) << dump(r);
+  for (const auto& d : r.warnings) EXPECT_EQ(d.to_string().find("smtp-pw-77"), std::string::npos);
+}
+
+TEST(ConfigSmtp, BadValues) {
+  const std::map<std::string, std::string> env{{"REPEATERD_TOKEN_DEMO", "t-1234"}};
+  auto r = load("smtp:\n  url: http://mail.example.org\n  from: not-an-address\n  username: u\n", env);
+  EXPECT_FALSE(r.config);
+  EXPECT_TRUE(has_error(r, 2, 8, "expected smtp://host[:port] or smtps://host[:port]")) << dump(r);
+  EXPECT_TRUE(has_error(r, 3, 9, "expected an email address")) << dump(r);
+  EXPECT_TRUE(has_error(r, 2, 3, "username is set but not password_env")) << dump(r);
+  r = load(with_connection("    notify: [nobody]\n"), env);
+  EXPECT_TRUE(has_error(r, 7, 13, "\"nobody\" is not an email address")) << dump(r);
 }
 
 }  // namespace

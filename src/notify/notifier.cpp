@@ -1,0 +1,178 @@
+#include "notify/notifier.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
+#include <cmath>
+#include <future>
+#include <nlohmann/json.hpp>
+
+#include "notify/email.hpp"
+
+namespace repeaterd::notify {
+namespace {
+
+constexpr std::size_t kSendBatch = 20;
+// A pass runs at least this often, whatever it expects, to pick up anything it missed.
+constexpr Micros kMaxSleep = 30'000'000;
+
+Micros to_micros(Duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
+
+// Runs a store job from this (non-Asio) thread and waits for its committed result.
+template <class T>
+Result<T> run_job(store::Store& store, std::function<T(store::Db&)> fn) {
+  std::promise<Result<T>> done;
+  auto result = done.get_future();
+  store.run<T>(std::move(fn), [&done](Result<T> r) { done.set_value(std::move(r)); });
+  return result.get();
+}
+
+std::string without_userinfo(const std::string& url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) return url;
+  boost::urls::url u(*parsed);
+  u.remove_userinfo();
+  return std::string(u.buffer());
+}
+
+}  // namespace
+
+Notifier::Notifier(const config::Config& config, store::Store& store, EventLog& events)
+    : config_(config), smtp_(*config.smtp), store_(store), events_(events) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Notifier::~Notifier() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void Notifier::wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Notifier::run() {
+  for (;;) {
+    Micros next = now_micros() + kMaxSleep;
+    try {
+      next = pass();
+    } catch (const std::exception& e) {
+      spdlog::error("notifier: {}", e.what());
+    }
+    std::unique_lock lock(mu_);
+    const auto wait = std::chrono::microseconds(std::max<Micros>(0, next - now_micros()));
+    cv_.wait_for(lock, wait, [&] { return stopping_ || woken_; });
+    if (stopping_) return;
+    woken_ = false;
+  }
+}
+
+Micros Notifier::pass() {
+  const Micros now = now_micros();
+  Micros next = now + kMaxSleep;
+  compose_due(now, next);
+  send_due(now_micros());
+  auto due = run_job<std::optional<Micros>>(store_, [](store::Db& db) { return store::Store::next_email_due(db); });
+  if (due.ok() && *due) next = std::min(next, **due);
+  return next;
+}
+
+void Notifier::compose_due(Micros now, Micros& next) {
+  auto pending = run_job<std::vector<store::UnsentNotifications>>(
+      store_, [](store::Db& db) { return store::Store::unsent_notifications(db); });
+  if (!pending.ok()) {
+    spdlog::error("notifier: cannot read queued notifications: {}", pending.error().message);
+    return;
+  }
+  for (const auto& p : *pending) {
+    const config::Connection* c = config_.find_connection(p.connection);
+    // A connection removed from the config, or whose notify list was emptied, keeps its
+    // notifications until someone is there to tell again.
+    if (c == nullptr || c->notify.empty()) continue;
+    const Micros window_end = p.window_start + to_micros(smtp_.throttle);
+    if (p.window_start != 0 && now < window_end) {
+      next = std::min(next, window_end);
+      continue;
+    }
+    const std::string name = p.connection;
+    auto events = run_job<std::vector<Event>>(store_, [name](store::Db& db) {
+      return store::Store::notifications_of(db, name);
+    });
+    if (!events.ok() || events->empty()) continue;
+    Message m;
+    m.from = smtp_.from;
+    m.to = c->notify;
+    m.connection = c->name;
+    m.url = without_userinfo(c->url);
+    m.config_file = config_.file;
+    m.events = std::move(*events);
+    m.now = now;
+    const std::string message = compose(m);
+    const std::int64_t last_id = m.events.back().id;
+    const int count = static_cast<int>(m.events.size());
+    auto queued = run_job<std::int64_t>(store_, [name, to = c->notify, message, count, last_id, now](store::Db& db) {
+      return store::Store::queue_email(db, name, to, message, count, last_id, now);
+    });
+    if (!queued.ok()) spdlog::error("notifier: cannot queue an email for {}: {}", name, queued.error().message);
+  }
+}
+
+void Notifier::send_due(Micros now) {
+  auto due = run_job<std::vector<store::OutboxEmail>>(
+      store_, [now](store::Db& db) { return store::Store::due_emails(db, now, kSendBatch); });
+  if (!due.ok()) {
+    spdlog::error("notifier: cannot read the outbox: {}", due.error().message);
+    return;
+  }
+  SmtpSettings settings;
+  settings.url = smtp_.url;
+  settings.starttls_required = smtp_.starttls_required;
+  settings.username = smtp_.username;
+  settings.password = smtp_.password.value;
+  settings.ca_file = smtp_.ca_file;
+  settings.tls_verify = smtp_.tls_verify;
+  for (const auto& e : *due) {
+    const Status sent = send_mail(settings, smtp_.from, e.recipients, e.message);
+    const Micros at = now_micros();
+    nlohmann::json fields = {{"connection", e.connection}, {"email_id", e.id}, {"events", e.events},
+                             {"recipients", e.recipients}, {"attempt", e.attempts + 1}};
+    if (sent.ok()) {
+      const std::int64_t id = e.id;
+      auto r = run_job<bool>(store_, [id, at](store::Db& db) {
+        store::Store::email_sent(db, id, at);
+        return true;
+      });
+      if (!r.ok()) spdlog::error("notifier: email {} was sent but could not be marked: {}", id, r.error().message);
+      events_.emit("notify.sent", std::move(fields));
+      continue;
+    }
+    // Keep trying, spaced out: an email is never dropped, only delayed.
+    const double factor = std::pow(smtp_.retry_multiplier, e.attempts);
+    const Micros delay = std::min<Micros>(to_micros(smtp_.retry_max_delay),
+                                          static_cast<Micros>(static_cast<double>(to_micros(smtp_.retry_initial)) * factor));
+    const Micros next_try = at + delay;
+    const std::int64_t id = e.id;
+    const std::string error = sent.error().message;
+    auto r = run_job<bool>(store_, [id, error, next_try](store::Db& db) {
+      store::Store::email_failed(db, id, error, next_try);
+      return true;
+    });
+    if (!r.ok()) spdlog::error("notifier: cannot record the failure of email {}: {}", id, r.error().message);
+    fields["error"] = error;
+    fields["next_try_at"] = format_iso8601(next_try);
+    events_.emit("notify.failed", std::move(fields));
+    spdlog::warn("notifier: email {} to {} not sent: {}; next try {}", id, e.connection, error,
+                 format_iso8601(next_try));
+  }
+}
+
+}  // namespace repeaterd::notify

@@ -1,0 +1,52 @@
+// notify::Notifier: turns queued notifications into emails and gets them delivered (spec §6).
+//
+// The scheduler queues a notification in the same transaction as the attempt outcome that
+// calls for it. The notifier, on a thread of its own so that SMTP never slows forwarding:
+// - builds one email per connection and throttle window: when a connection has unsent
+//   notifications and its window has ended (or it never had one), everything pending goes into
+//   one email (one event: a detailed email; several: a summary) and a new window starts;
+// - sends due emails from the outbox, retrying with backoff while the server is unreachable,
+//   and records each outcome in the event log (notify.sent, notify.failed).
+// Everything it decides is in the database first, so a restart loses and repeats nothing.
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "common/event_log.hpp"
+#include "repeaterd/config.hpp"
+#include "store/store.hpp"
+
+namespace repeaterd::notify {
+
+class Notifier {
+ public:
+  // REQUIRES: config.smtp is set. Starts the thread.
+  Notifier(const config::Config& config, store::Store& store, EventLog& events);
+  ~Notifier();  // stops the thread (a send in progress finishes first, bounded by its timeout)
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  // A notification was queued: look now rather than at the next planned time. Any thread.
+  void wake();
+
+ private:
+  void run();
+  // One pass; returns when to look again.
+  Micros pass();
+  void compose_due(Micros now, Micros& next);
+  void send_due(Micros now);
+
+  const config::Config& config_;
+  const config::Smtp& smtp_;
+  store::Store& store_;
+  EventLog& events_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool woken_ = false;     // GUARDED_BY(mu_)
+  bool stopping_ = false;  // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace repeaterd::notify
