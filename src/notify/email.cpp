@@ -3,8 +3,11 @@
 #include "notify/email.hpp"
 
 #include <curl/curl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <cstddef>
 #include <cstring>
@@ -379,8 +382,8 @@ std::string stop_section(const Message& m) {
   std::string out = "How to stop these emails\n------------------------\n";
   out += wrap("You get these emails because your address is listed in connections[].notify for the connection \"" +
               one_line(m.connection) + "\" in " + config_file_name(m) +
-              ". To stop them, remove your address from that list and reload repeaterd "
-              "(systemctl reload repeaterd).");
+              ". To stop them, remove your address from that list and restart repeaterd "
+              "(systemctl restart repeaterd).");
   out += "\n";
   out += wrap("repeaterd sends at most one email per connection in each smtp.throttle window; what happens in "
               "between is summarised in the next email.");
@@ -388,8 +391,9 @@ std::string stop_section(const Message& m) {
 }
 
 std::string resend_hint() {
-  return wrap("Cancelled records are not retried. After fixing the cause, send them again with "
-              "\"repeaterctl records resend RECORD_ID\".");
+  return wrap("Cancelled records are not retried. Their payloads and every attempt stay in the queue "
+              "database until storage.retention has passed, so the data can be sent again once the cause is "
+              "fixed.");
 }
 
 std::string detail_body(const Message& m, const Event& e) {
@@ -464,7 +468,7 @@ std::string summary_body(const Message& m, const std::vector<const Event*>& reco
   }
   if (listed.size() > shown) {
     out += "\nand " + std::to_string(listed.size() - shown) +
-           " more (\"repeaterctl records list\" shows every record).\n";
+           " more (the queue database's records table lists every one).\n";
   }
   out += "\n";
   if (cancelled > 0) {
@@ -612,6 +616,42 @@ void replace_all(std::string& s, std::string_view what, std::string_view with) {
 
 }  // namespace
 
+namespace {
+
+int on_progress(void* cancel, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const SmtpCancel*>(cancel)->cancelled() ? 1 : 0;
+}
+
+curl_socket_t on_open_socket(void* cancel, curlsocktype, curl_sockaddr* address) {
+  const curl_socket_t fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+  if (fd != CURL_SOCKET_BAD) static_cast<SmtpCancel*>(cancel)->attach(fd);
+  return fd;
+}
+
+int on_close_socket(void* cancel, curl_socket_t fd) {
+  static_cast<SmtpCancel*>(cancel)->detach(fd);
+  return ::close(fd);
+}
+
+}  // namespace
+
+void SmtpCancel::cancel() {
+  cancelled_ = true;
+  std::lock_guard lock(mu_);
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+void SmtpCancel::attach(int fd) {
+  std::lock_guard lock(mu_);
+  fd_ = fd;
+  if (cancelled_) ::shutdown(fd_, SHUT_RDWR);
+}
+
+void SmtpCancel::detach(int fd) {
+  std::lock_guard lock(mu_);
+  if (fd_ == fd) fd_ = -1;
+}
+
 Status send_mail(const SmtpSettings& smtp, const std::string& from, const std::vector<std::string>& to,
                  const std::string& message) {
   const std::string shown_url = one_line(without_userinfo(smtp.url));
@@ -682,6 +722,20 @@ Status send_mail(const SmtpSettings& smtp, const std::string& from, const std::v
   }
   set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(smtp.connect_timeout.count()));
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(smtp.timeout.count()));
+  // Without it, closing the handle sends QUIT and waits for the answer forever when a server
+  // went silent; with it every reply, QUIT's too, is bounded.
+  set(CURLOPT_SERVER_RESPONSE_TIMEOUT, static_cast<long>(std::max<long>(
+      1, static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(smtp.timeout).count()))));
+  if (smtp.cancel != nullptr) {
+    // Shutting down: abandon the send at once; the email stays in the outbox for next time.
+    set(CURLOPT_NOPROGRESS, 0L);
+    set(CURLOPT_XFERINFOFUNCTION, &on_progress);
+    set(CURLOPT_XFERINFODATA, smtp.cancel);
+    set(CURLOPT_OPENSOCKETFUNCTION, &on_open_socket);
+    set(CURLOPT_OPENSOCKETDATA, smtp.cancel);
+    set(CURLOPT_CLOSESOCKETFUNCTION, &on_close_socket);
+    set(CURLOPT_CLOSESOCKETDATA, smtp.cancel);
+  }
   set(CURLOPT_DEBUGFUNCTION, &on_debug);
   set(CURLOPT_DEBUGDATA, &last_error_reply);
   set(CURLOPT_VERBOSE, 1L);  // only so that on_debug sees the replies; nothing is printed

@@ -11,7 +11,9 @@
 // offered or required, smtps://, AUTH). It blocks: run it off the event loops.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +55,22 @@ struct Message {
 // Message-ID, From, To, Subject (RFC 2047 encoded when not ASCII)).
 std::string compose(const Message& m);
 
+// Lets another thread abandon a send in progress at once (shutdown): the send's socket is shut
+// down, so even a wait for a server that went silent ends now.
+class SmtpCancel {
+ public:
+  void cancel();
+  bool cancelled() const { return cancelled_.load(); }
+  // Called by send_mail from the sending thread.
+  void attach(int fd);
+  void detach(int fd);
+
+ private:
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  int fd_ = -1;  // GUARDED_BY(mu_)
+};
+
 struct SmtpSettings {
   std::string url;            // smtp://host:port or smtps://host:port
   bool starttls_required = false;  // smtp://: fail unless STARTTLS succeeds (else: used when offered)
@@ -61,7 +79,8 @@ struct SmtpSettings {
   std::string ca_file;        // extra trust anchors for the SMTP server's certificate
   bool tls_verify = true;
   Duration connect_timeout = std::chrono::seconds(10);
-  Duration timeout = std::chrono::seconds(60);
+  Duration timeout = std::chrono::seconds(30);  // the whole send, and each server reply
+  SmtpCancel* cancel = nullptr;                  // set: a shutdown can abandon the send
 };
 
 // Sends `message` from `from` to every address in `to`. Errors say what failed ("connect to

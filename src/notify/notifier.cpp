@@ -44,6 +44,7 @@ Notifier::Notifier(const config::Config& config, store::Store& store, EventLog& 
 }
 
 Notifier::~Notifier() {
+  cancel_.cancel();  // abandons a send in progress
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -108,6 +109,11 @@ void Notifier::compose_due(Micros now, Micros& next) {
       return store::Store::notifications_of(db, name);
     });
     if (!events.ok() || events->empty()) continue;
+    // Events that came while the last window was open are its summary, sent now that it has
+    // ended. Otherwise the connection was quiet: the first event opens a window and goes out at
+    // once and alone; the rest wait for that window's summary.
+    const bool summary_due = p.window_start != 0 && events->front().at < window_end;
+    if (!summary_due) events->resize(1);
     Message m;
     m.from = smtp_.from;
     m.to = c->notify;
@@ -140,7 +146,9 @@ void Notifier::send_due(Micros now) {
   settings.password = smtp_.password.value;
   settings.ca_file = smtp_.ca_file;
   settings.tls_verify = smtp_.tls_verify;
+  settings.cancel = &cancel_;
   for (const auto& e : *due) {
+    if (cancel_.cancelled()) return;  // shutting down: the rest stay in the outbox
     const Status sent = send_mail(settings, smtp_.from, e.recipients, e.message);
     const Micros at = now_micros();
     nlohmann::json fields = {{"connection", e.connection}, {"email_id", e.id}, {"events", e.events},

@@ -10,11 +10,13 @@
 // Everything it decides is in the database first, so a restart loses and repeats nothing.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
 #include "common/event_log.hpp"
+#include "notify/email.hpp"
 #include "repeaterd/config.hpp"
 #include "store/store.hpp"
 
@@ -24,7 +26,7 @@ class Notifier {
  public:
   // REQUIRES: config.smtp is set. Starts the thread.
   Notifier(const config::Config& config, store::Store& store, EventLog& events);
-  ~Notifier();  // stops the thread (a send in progress finishes first, bounded by its timeout)
+  ~Notifier();  // abandons a send in progress (the email stays queued) and stops the thread
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
 
@@ -46,6 +48,7 @@ class Notifier {
   std::condition_variable cv_;
   bool woken_ = false;     // GUARDED_BY(mu_)
   bool stopping_ = false;  // GUARDED_BY(mu_)
+  SmtpCancel cancel_;  // abandons a send in progress at shutdown
   std::thread thread_;
 };
 

@@ -213,7 +213,7 @@ void expect_stop_section(const std::string& body) {
   EXPECT_CONTAINS(b, "How to stop these emails");
   EXPECT_CONTAINS(b, "connections[].notify for the connection \"openfn\" in /etc/repeaterd/repeaterd.yaml");
   EXPECT_CONTAINS(b, "remove your address");
-  EXPECT_CONTAINS(b, "systemctl reload repeaterd");
+  EXPECT_CONTAINS(b, "systemctl restart repeaterd");
   EXPECT_CONTAINS(b, "at most one email per connection in each smtp.throttle window");
 }
 
@@ -257,7 +257,7 @@ TEST(EmailCompose, SingleCancellationSaysItWillNotBeRetried) {
   EXPECT_CONTAINS(b, "Attempt: 8");
   EXPECT_CONTAINS(b, "Next retry: cancelled");
   EXPECT_CONTAINS(p.body, "\n    HTTP 413 Payload Too Large: body exceeds 1 MiB\n");
-  EXPECT_CONTAINS(b, "repeaterctl records resend");
+  EXPECT_CONTAINS(b, "sent again once the cause is fixed");
   expect_stop_section(p.body);
 }
 

@@ -1,0 +1,964 @@
+"""Error notifications (spec §6; §7 notify.sent / notify.failed; seed 000, "Error notifications").
+
+Real emails from the real binary, received by aiosmtpd on 127.0.0.1 (smtp_server.py) and parsed
+with Python's email package (email.policy.default).
+
+  NotifyScenarioTest   one daemon and one run (setUpClass): a CRM endpoint that always answers
+                       500 "database is down" (a detailed failure email at once, then the
+                       cancellation when the throttle window ends), 200 records cancelled on a
+                       second connection within one window (one email at once, then ONE summary),
+                       the CRM email not held back by the bulk connection's window, and a
+                       connection without notify (a warning at start, no email).
+                       docs/notifications.md is generated from these emails.
+  NotifyDeliveryTest   SMTP down, then up: queued durably (kill -9 in between), retried with
+                       backoff, each email exactly once, notify.failed then notify.sent; STARTTLS
+                       required with ca_file and AUTH from password_env; a wrong password
+                       (notify.failed without the password); AUTH without TLS from password_file;
+                       smtps://; an untrusted certificate; STARTTLS required but not offered;
+                       a hung SMTP server never delays forwarding (or shutdown); a success ends a
+                       failure streak (a summary with both counts); no smtp section, no email.
+
+docs/notifications.md: with REPEATERD_UPDATE_DOCS=1 the docs test writes it; otherwise it renders
+it again from this run and fails if the committed page differs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from harness import (OTHER_TOKEN, SEED_APP_ID, SEED_INSTANCE_ID, SOURCE_DIR, Daemon, DaemonTestCase,
+                     Endpoint, Reply, binary, connection, free_port, make_config, parse_iso_z,
+                     repeater, seed_form, to_yaml, unique_form)
+from smtp_server import BlackHole, Mail, SmtpPki, SmtpServer
+
+DOCS_PATH = SOURCE_DIR / "docs" / "notifications.md"
+UPDATE_DOCS = os.environ.get("REPEATERD_UPDATE_DOCS") == "1"
+
+FROM = "repeaterd@example.org"
+CRM = "crm-intake"
+CRM_NOTIFY = ["ops@example.org", "data-team@example.org"]
+CRM_PATH = "/api/v2/forms"
+CRM_BODY = b"database is down: primary db-7 refused connections"
+CRM_PASSWORD = "crm-basic-Pw-7f3a9c1e"       # the connection's own secret: never in an email
+BULK = "bulk-import"
+BULK_NOTIFY = ["bulk-alerts@example.org"]
+BULK_BODY = b'{"error": "field age is required"}'
+BULK_RECORDS = 200
+SILENT = "archive-mirror"                    # no notify: a warning at start, never an email
+THROTTLE = 3.0                               # seconds; the scenario's smtp.throttle
+SMTP_USER = "alerts"
+SMTP_PASSWORD = "smtp-Pw-4d1e9b77c0"
+WRONG_PASSWORD = "wrong-Pw-0a9f3c5e11"
+
+# ISO 8601 in UTC, as an email may print it: T or space, optional fraction, Z / +00:00 / UTC.
+ISO_UTC_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]00:?00|\s?UTC)")
+MESSAGE_ID_RE = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
+STOP_RE = re.compile(r"(?is)(?=.*\bnotify\b)(?=.*\bconnections?\b)(?=.*(reload|restart|sighup))")
+MORE_RE = re.compile(r"(?i)and\s+(\d+)\s+more")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def smtp_section(url: str, **overrides) -> dict:
+    """A top-level smtp: section with test-speed retries."""
+    section = {"url": url, "from": FROM, "throttle": "2s",
+               "retry": {"initial": "300ms", "multiplier": 2, "max_delay": "1s"}}
+    section.update(overrides)
+    return section
+
+
+def parse_utc(text: str) -> float:
+    """Seconds since the epoch of a time matched by ISO_UTC_RE."""
+    t = re.sub(r"\s?UTC$", "+00:00", text.strip()).replace(" ", "T", 1)
+    t = t[:-1] + "+00:00" if t.endswith("Z") else t
+    t = re.sub(r"([+-]00)(00)$", r"\1:\2", t)
+    return dt.datetime.fromisoformat(t).timestamp()
+
+
+def utc_times(text: str) -> list[float]:
+    return [parse_utc(m.group(0)) for m in ISO_UTC_RE.finditer(text)]
+
+
+def to_set(addresses: list[str]):
+    """A Mail filter: sent to exactly these addresses (envelope)."""
+    want = {a.lower() for a in addresses}
+    return lambda m: {r.lower() for r in m.rcpt_tos} == want
+
+
+def counts_near(text: str, word: str) -> set[int]:
+    """Numbers written next to `word` ("199 cancelled", "199 records were cancelled",
+    "Cancelled: 199", "cancelled records: 199"): tolerant of wording, the numbers must be there."""
+    found = set()
+    for pat in (rf"(\d+)\s+(?:[A-Za-z-]+\s+){{0,2}}{word}", rf"{word}\w*(?:\s+records?)?\s*[:=]?\s*(\d+)\b"):
+        found |= {int(n) for n in re.findall(pat, text, re.I)}
+    return found
+
+
+def summary_head(mail: Mail, record_ids: list[str]) -> str:
+    """Subject and the body up to the first listed record: where a summary states its counts."""
+    body = mail.body()
+    cut = min([body.find(r) for r in record_ids if r in body] or [len(body)])
+    return mail.subject + "\n" + body[:cut]
+
+
+def event_index(events: list[dict], event: str, **fields) -> list[int]:
+    return [i for i, e in enumerate(events) if e.get("event") == event
+            and all(e.get(k) == v for k, v in fields.items())]
+
+
+class EmailAssertions:
+    """Mixed into both test classes: what every notification email must be."""
+
+    def assertRfc5322(self, mail: Mail, to: list[str], connection_name: str, around: float | None = None):
+        msg = mail.message()
+        self.assertEqual(msg.defects, [], f"message defects: {msg.defects}")
+        for name in ("Date", "Message-ID", "From", "To", "Subject", "MIME-Version", "Content-Type"):
+            self.assertEqual(len(msg.get_all(name) or []), 1, f"exactly one {name} header:\n{mail.data[:800]!r}")
+        date = msg["Date"].datetime
+        self.assertIsNotNone(date.tzinfo, f"Date without a zone: {msg['Date']}")
+        when = around if around is not None else mail.wall
+        self.assertLess(abs(date.timestamp() - when), 120, f"Date {msg['Date']} is not now")
+        self.assertRegex(str(msg["Message-ID"]).strip(), MESSAGE_ID_RE)
+        self.assertEqual([a.addr_spec for a in msg["From"].addresses], [FROM])
+        self.assertEqual(sorted(mail.to()), sorted(a.lower() for a in to), "To must list every notify address")
+        self.assertEqual(mail.mail_from, FROM, "envelope sender")
+        self.assertEqual(sorted(r.lower() for r in mail.rcpt_tos), sorted(a.lower() for a in to), "envelope recipients")
+        self.assertIn(connection_name, mail.subject, "the Subject names the connection")
+        self.assertEqual(str(msg["MIME-Version"]).strip(), "1.0")
+        self.assertEqual(msg.get_content_type(), "text/plain")
+        self.assertEqual((msg.get_content_charset() or "").lower(), "utf-8")
+        cte = str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        self.assertIn(cte, ("quoted-printable", "8bit", "7bit"))
+        # On the wire: CRLF line ends, no line longer than RFC 5322's 998 characters.
+        for line in mail.data.split(b"\r\n"):
+            self.assertNotIn(b"\n", line, "bare LF in the message")
+            self.assertLessEqual(len(line), 998, f"line too long: {line[:100]!r}...")
+
+    def assertStopSection(self, body: str):
+        self.assertRegex(body, STOP_RE, "the email must say how to stop these emails (connections[].notify, "
+                                        "then restart)")
+
+    def assertNoSecrets(self, mail: Mail, *secrets: str):
+        for s in secrets:
+            self.assertNotIn(s.encode(), mail.data, "a secret is in the email")
+
+
+# --------------------------------------------------------------------------- one run, many checks
+
+class NotifyScenarioTest(unittest.TestCase, EmailAssertions):
+    """One daemon, one scenario in setUpClass; the tests read what the SMTP server captured."""
+
+    maxDiff = None
+    captured: dict = {}
+
+    @classmethod
+    def setUpClass(cls):
+        if not binary().exists():
+            raise unittest.SkipTest(f"repeaterd binary not found at {binary()}")
+        # Under /tmp whatever TMPDIR says: the config path is quoted (and line-wrapped) in the
+        # emails, so its length must not vary for docs/notifications.md to be reproducible.
+        cls.tmp = Path(tempfile.mkdtemp(prefix="repeaterd-notify-", dir="/tmp"))
+        cls.failed = False
+        cls.smtp = SmtpServer()
+        cls.crm_ep = Endpoint(default=Reply(500, CRM_BODY, headers={"Content-Type": "text/plain"}))
+        cls.bulk_ep = Endpoint(default=Reply(400, BULK_BODY, headers={"Content-Type": "application/json"}))
+        cls.silent_ep = Endpoint(default=Reply(500, b"mirror offline"))
+        cls.crm_url = cls.crm_ep.url(CRM_PATH)
+        conns = [
+            connection(CRM, cls.crm_url, notify=CRM_NOTIFY,
+                       auth={"type": "basic", "username": "repeaterd", "password_env": "CRM_PASSWORD"}),
+            connection(BULK, cls.bulk_ep.url("/import"), notify=BULK_NOTIFY, max_in_flight=16),
+            connection(SILENT, cls.silent_ep.url("/mirror")),
+        ]
+        cls.retries = {"forms-to-crm": {"initial": "300ms", "max_attempts": 2},
+                       "forms-to-bulk": {"max_attempts": 1, "max_attempts_client_error": 1},
+                       "forms-to-mirror": {"max_attempts": 1, "max_attempts_client_error": 1}}
+        reps = [
+            repeater("forms-to-crm", CRM, domain="demo", retry=cls.retries["forms-to-crm"]),
+            repeater("forms-to-bulk", BULK, domain="other", retry=cls.retries["forms-to-bulk"]),
+            repeater("forms-to-mirror", SILENT, domain="demo", retry=cls.retries["forms-to-mirror"]),
+        ]
+        cfg = make_config(cls.tmp, free_port(), conns, reps)
+        cfg["smtp"] = smtp_section(cls.smtp.url(), throttle=f"{int(THROTTLE)}s")
+        cls.cfg = cfg
+        cls.d = Daemon(cls.tmp, cfg, env={"CRM_PASSWORD": CRM_PASSWORD})
+        try:
+            cls.d.start()
+            cls._scenario()
+        except Exception:
+            cls.failed = True
+            sys.stderr.write(cls.d.stderr_tail())
+            cls._close_all()
+            raise
+
+    @classmethod
+    def _close_all(cls) -> str | None:
+        problem = cls.d.close()
+        for s in (cls.smtp, cls.crm_ep, cls.bulk_ep, cls.silent_ep):
+            s.close()
+        return problem
+
+    @classmethod
+    def _wait(cls, what: str, fn) -> None:
+        """Runs a bounded wait; a timeout is noted, not raised, so each test reports its own gap."""
+        try:
+            fn()
+        except AssertionError as e:
+            cls.captured["timeouts"].append(f"{what}: {e}")
+
+    @classmethod
+    def _scenario(cls) -> None:
+        run = cls.captured = {"timeouts": []}
+        d, smtp = cls.d, cls.smtp
+        crm, bulk = to_set(CRM_NOTIFY), to_set(BULK_NOTIFY)
+        run["stderr_at_start"] = d.stderr_text()
+
+        # 200 records on the bulk connection, each cancelled at its first attempt (400,
+        # max_attempts_client_error 1): 200 events in one throttle window.
+        forms = [unique_form() for _ in range(BULK_RECORDS)]
+        run["bulk_form_ids"] = [iid for iid, _ in forms]
+        with ThreadPoolExecutor(8) as ex:
+            run["bulk_statuses"] = list(ex.map(
+                lambda f: d.submit(f[1], token=OTHER_TOKEN, domain="other").status, forms))
+        cls._wait("the first bulk email", lambda: smtp.wait_count(1, 10, bulk))
+
+        # The seed form on the CRM connection, inside the bulk connection's window.
+        run["crm_submitted"] = time.monotonic()
+        run["seed"] = d.submit(seed_form(), app_id=SEED_APP_ID)
+        cls._wait("the first CRM email", lambda: smtp.wait_count(1, 10, crm))
+        cls._wait("the bulk summary", lambda: smtp.wait_count(2, THROTTLE + 10, bulk))
+        cls._wait("the CRM cancellation email", lambda: smtp.wait_count(2, THROTTLE + 10, crm))
+        cls._wait("every record cancelled", lambda: d.events.wait_event(
+            "record.cancelled", count=BULK_RECORDS + 2, timeout=10))
+        # Nothing else may come: wait another window and a bit.
+        time.sleep(THROTTLE + 1.0)
+        run["mails"] = smtp.snapshot()
+        run["events"] = list(d.events.read())
+
+    @classmethod
+    def tearDownClass(cls):
+        problem = cls._close_all()
+        if cls.failed or problem:
+            sys.stderr.write(f"\n----- repeaterd stderr -----\n{cls.d.stderr_tail(150)}\n"
+                             f"----- event log -----\n{cls.d.events.tail(60)}\n[kept temp dir {cls.tmp}]\n")
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        if problem:
+            raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
+
+    def tearDown(self):
+        result = self._outcome.result
+        if any(test is self for test, _ in [*result.failures, *result.errors]):
+            type(self).failed = True
+
+    # -- helpers
+
+    def mails(self, addresses: list[str], n: int | None = None) -> list[Mail]:
+        got = [m for m in self.captured.get("mails", []) if to_set(addresses)(m)]
+        if n is not None:
+            self.assertEqual(len(got), n, f"expected {n} email(s) to {addresses}, got {len(got)}: "
+                                          f"{[m.subject for m in got]}; timeouts: {self.captured.get('timeouts')}")
+        return got
+
+    def events(self, event: str, **fields) -> list[dict]:
+        return [e for e in self.captured.get("events", []) if e.get("event") == event
+                and all(e.get(k) == v for k, v in fields.items())]
+
+    def crm_events(self) -> tuple[dict, dict]:
+        """(attempt.failed of attempt 1, record.cancelled) of the seed form's CRM record."""
+        failed = [e for e in self.events("attempt.failed", repeater="forms-to-crm") if e.get("attempt") == 1]
+        cancelled = self.events("record.cancelled", repeater="forms-to-crm")
+        self.assertEqual((len(failed), len(cancelled)), (1, 1), f"CRM record events; timeouts: {self.captured['timeouts']}")
+        return failed[0], cancelled[0]
+
+    def bulk_record_ids(self) -> dict[str, str]:
+        """record id -> payload id of every bulk record."""
+        return {e["record_id"]: e.get("payload_id") for e in self.events("record.cancelled", repeater="forms-to-bulk")}
+
+    # -- 1. the detailed failure email
+
+    def test_1_failure_email_headers(self):
+        self.assertEqual(self.captured["seed"].status, 201, self.captured["seed"].body[:300])
+        first = self.mails(CRM_NOTIFY, 2)[0]
+        self.assertRfc5322(first, CRM_NOTIFY, CRM)
+
+    def test_1_failure_email_names_everything(self):
+        failed, _ = self.crm_events()
+        first = self.mails(CRM_NOTIFY, 2)[0]
+        body = first.body()
+        # The error as the remote API gave it: status line and the start of the body.
+        self.assertRegex(body, r"500\b", "the HTTP status")
+        self.assertIn("Internal Server Error", body, "the status line's reason")
+        self.assertIn(CRM_BODY.decode(), body, "the response body excerpt")
+        self.assertRegex(body, r"\bdemo\b", "the project space (domain)")
+        self.assertIn(self.crm_url, body, "the URL the request went to")
+        self.assertIn(SEED_INSTANCE_ID, body, "the form id")
+        self.assertIn(failed["record_id"], body, "the record id")
+        self.assertRegex(body, r"(?i)attempt\D{0,20}\b1\b", "the attempt number")
+        # The next retry time, ISO 8601 UTC, the one the scheduler set.
+        due = parse_iso_z(failed["next_attempt_at"])
+        times = utc_times(body)
+        self.assertTrue(any(abs(t - due) < 1.5 for t in times),
+                        f"next retry time {failed['next_attempt_at']} not in the email (times found: "
+                        f"{ISO_UTC_RE.findall(body)})")
+        self.assertStopSection(body)
+        self.assertNoSecrets(first, CRM_PASSWORD)
+
+    # -- 4. the cancellation
+
+    def test_4_cancellation_email(self):
+        failed, cancelled = self.crm_events()
+        first, second = self.mails(CRM_NOTIFY, 2)
+        self.assertRfc5322(second, CRM_NOTIFY, CRM)
+        body = second.body()
+        self.assertRegex(body, r"(?i)\bcancell?ed\b", "the state: cancelled")
+        self.assertIn(cancelled["record_id"], body)
+        self.assertIn(SEED_INSTANCE_ID, body)
+        self.assertIn(CRM_BODY.decode(), body, "the latest error")
+        self.assertRegex(body, r"(?i)attempt\D{0,20}\b2\b", "the attempt number")
+        self.assertIn(self.crm_url, body)
+        self.assertRegex(body, r"\bdemo\b")
+        self.assertStopSection(body)
+        self.assertNoSecrets(second, CRM_PASSWORD)
+        # One event left in the window: a detailed email, sent when the window ended.
+        gap = second.t - first.t
+        self.assertGreaterEqual(gap, THROTTLE - 0.2, f"the cancellation email came {gap:.2f}s after the first: "
+                                                     f"inside the {THROTTLE}s throttle window")
+        self.assertLess(gap, THROTTLE + 2.5, f"the cancellation email came {gap:.2f}s after the first")
+        self.assertNotEqual(first.message()["Message-ID"], second.message()["Message-ID"])
+
+    # -- 2. throttle and summary
+
+    def test_2_bulk_one_email_at_once_then_one_summary(self):
+        self.assertEqual(set(self.captured["bulk_statuses"]), {201})
+        records = self.bulk_record_ids()
+        self.assertEqual(len(records), BULK_RECORDS, f"bulk records cancelled; timeouts: {self.captured['timeouts']}")
+        first, summary = self.mails(BULK_NOTIFY, 2)    # at most two in a window and a bit
+        # The environment must have produced all 200 events inside one window for the counts
+        # below to be exact (this checks the test, not repeaterd).
+        stamps = [parse_iso_z(e["ts"]) for e in self.events("record.cancelled", repeater="forms-to-bulk")]
+        self.assertLess(max(stamps) - first.wall, THROTTLE - 0.3,
+                        "TEST SETUP: the 200 bulk records took longer than a throttle window to fail")
+
+        self.assertRfc5322(first, BULK_NOTIFY, BULK)
+        self.assertRfc5322(summary, BULK_NOTIFY, BULK)
+        gap = summary.t - first.t
+        self.assertGreaterEqual(gap, THROTTLE - 0.2, f"summary {gap:.2f}s after the first email: inside the window")
+        self.assertLess(gap, THROTTLE + 2.5, f"summary {gap:.2f}s after the first email: long after the window")
+
+        # The first is a detailed email about one record.
+        body = first.body()
+        in_first = [r for r in records if r in body]
+        self.assertEqual(len(in_first), 1, f"the first email of a window must be about the first event alone "
+                                           f"(the rest belong in the summary at the window's end); it named "
+                                           f"{len(in_first)} records")
+        self.assertIn(records[in_first[0]], body, "its form id")
+        self.assertIn("400", body)
+        self.assertIn(BULK_BODY.decode(), body)
+        self.assertRegex(body, r"(?i)\bcancell?ed\b")
+
+        # The summary: counts, 20 records with payload ids and latest errors, "and N more".
+        body = summary.body()
+        listed = [r for r in records if r in body]
+        self.assertEqual(len(listed), 20, f"the summary lists up to 20 records, found {len(listed)}")
+        self.assertNotIn(in_first[0], listed, "the record of the first email is not in the summary again")
+        for r in listed:
+            self.assertIn(records[r], body, f"the form id of listed record {r}")
+        self.assertIn(BULK_BODY.decode(), body, "the latest error of the listed records")
+        head = summary_head(summary, listed)
+        self.assertIn(BULK_RECORDS - 1, counts_near(head, "cancel"),
+                      f"'{BULK_RECORDS - 1} cancelled' not stated in the summary's head:\n{head}")
+        self.assertNotIn(BULK_RECORDS - 1, counts_near(head, "failed"), "these records were cancelled, not failed")
+        more = [int(n) for n in MORE_RE.findall(body)]
+        self.assertEqual(more, [BULK_RECORDS - 1 - 20], f"'and N more' (N = {BULK_RECORDS - 21})")
+        self.assertStopSection(body)
+
+    def test_2_connections_are_throttled_independently(self):
+        bulk_first, bulk_summary = self.mails(BULK_NOTIFY, 2)
+        crm_first = self.mails(CRM_NOTIFY, 2)[0]
+        latency = crm_first.t - self.captured["crm_submitted"]
+        self.assertLess(latency, 2.0, f"the CRM email came {latency:.2f}s after its failure")
+        self.assertLess(crm_first.t, bulk_summary.t, "the CRM email waited for the bulk connection's window")
+
+    def test_2_notify_sent_events(self):
+        mails = self.captured["mails"]
+        sent = self.events("notify.sent")
+        self.assertEqual(len(sent), len(mails), f"one notify.sent per email: {sent}")
+        self.assertEqual(self.events("notify.failed"), [])
+        by_conn = {}
+        for e in sent:
+            self.assertIn(e.get("connection"), (CRM, BULK), e)
+            self.assertIsInstance(e.get("events"), int, e)
+            self.assertTrue(e.get("ts"), e)
+            by_conn.setdefault(e["connection"], []).append(e["events"])
+            rec = e.get("recipients")
+            if rec is not None:   # optional: the addresses, or how many
+                want = CRM_NOTIFY if e["connection"] == CRM else BULK_NOTIFY
+                self.assertIn(rec, (want, len(want), ", ".join(want), sorted(want)), e)
+        self.assertEqual(by_conn.get(CRM), [1, 1], "CRM: the failure, then the cancellation")
+        self.assertEqual(by_conn.get(BULK), [1, BULK_RECORDS - 1], "bulk: one, then the summary of the rest")
+
+    # -- 6. a connection without notify
+
+    def test_6_connection_without_notify_warns_and_gets_no_email(self):
+        stderr = self.captured["stderr_at_start"]
+        lines = [l for l in stderr.splitlines() if SILENT in l and "notify" in l.lower()]
+        self.assertTrue(lines, f"no start-up warning naming {SILENT!r} and notify:\n{stderr[-3000:]}")
+        self.assertTrue(any(re.search(r"(?i)warn", l) for l in lines), f"not a warning: {lines}")
+        for name in (CRM, BULK):
+            self.assertFalse([l for l in stderr.splitlines() if re.search(rf"\b{name}\b", l) and "notify" in l.lower()],
+                             f"{name} has notify addresses: no warning about it")
+        # Its record was cancelled, and nobody was emailed about it.
+        self.assertEqual(len(self.events("record.cancelled", repeater="forms-to-mirror")), 1)
+        for m in self.captured["mails"]:
+            self.assertNotIn(SILENT, m.subject)
+            self.assertTrue(to_set(CRM_NOTIFY)(m) or to_set(BULK_NOTIFY)(m), m.rcpt_tos)
+
+    def test_secrets_are_in_no_email(self):
+        for m in self.captured["mails"]:
+            self.assertNoSecrets(m, CRM_PASSWORD)
+        ids = [str(m.message()["Message-ID"]) for m in self.captured["mails"]]
+        self.assertEqual(len(ids), len(set(ids)), "Message-IDs must be unique")
+
+    # -- 7. docs/notifications.md
+
+    def test_7_docs_notifications_md_is_current(self):
+        # The page's summary is the 199 cancellations; a run whose emails split them otherwise
+        # (see test_2_*) can neither confirm nor regenerate it.
+        split = [e.get("events") for e in self.events("notify.sent", connection=BULK)]
+        self.assertEqual(split, [1, BULK_RECORDS - 1],
+                         f"the bulk connection's emails reported {split} events, not [1, {BULK_RECORDS - 1}] "
+                         f"(see test_2_bulk_one_email_at_once_then_one_summary): docs not checked")
+        text = render_docs(self)
+        if UPDATE_DOCS:
+            DOCS_PATH.write_text(text)
+            return
+        self.assertTrue(DOCS_PATH.exists(), f"{DOCS_PATH} is missing; generate it with REPEATERD_UPDATE_DOCS=1")
+        committed = DOCS_PATH.read_text()
+        if committed != text:
+            self.fail(f"{DOCS_PATH} is out of date with the emails repeaterd sends. Regenerate it:\n"
+                      f"  cd tests/integration && REPEATERD_UPDATE_DOCS=1 python3 -m unittest "
+                      f"test_notify.NotifyScenarioTest\nFirst difference:\n{first_difference(committed, text)}")
+
+
+# --------------------------------------------------------------------------- delivery
+
+class NotifyDeliveryTest(DaemonTestCase, EmailAssertions):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki = SmtpPki()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pki.close()
+
+    def smtp_server(self, *args, **kw) -> SmtpServer:
+        s = SmtpServer(*args, **kw)
+        self.addCleanup(s.close)
+        return s
+
+    def notify_daemon(self, smtp: dict | None, connections: list[dict], repeaters: list[dict],
+                      env: dict | None = None, start: bool = True) -> Daemon:
+        cfg = self.config(connections, repeaters)
+        if smtp is not None:
+            cfg["smtp"] = smtp
+        return self.daemon(config=cfg, env=env, start=start)
+
+    def one_failing(self, smtp: dict, env: dict | None = None, name: str = "crm",
+                    notify: list[str] | None = None) -> tuple[Daemon, str]:
+        """A connection whose endpoint always answers 500, one record on it; returns the daemon
+        and the record's form id."""
+        ep = self.endpoint(default=Reply(500, CRM_BODY))
+        d = self.notify_daemon(smtp, [connection(name, ep.url("/in"), notify=notify or ["ops@example.org"])],
+                               [repeater(f"to-{name}", name, retry={"initial": "1h", "max_delay": "1h"})], env=env)
+        iid, form = unique_form()
+        self.assertSubmitted(d.submit(form), 201, records=1)
+        d.events.wait_event("attempt.failed", timeout=10)
+        return d, iid
+
+    def assertNotSentAnywhere(self, d: Daemon, *secrets: str):
+        """Secrets in no log, event and database cell."""
+        logs = d.stderr_text() + d.events.path.read_text(errors="replace")
+        cells = d.db.text_cells()
+        for s in secrets:
+            self.assertNotIn(s, logs, "a secret is in stderr or the event log")
+            self.assertFalse([c[:2] for c in cells if s in c[2]], "a secret is in the database")
+
+    # -- 3. SMTP down, then up
+
+    def test_3_smtp_down_then_up_each_email_exactly_once(self):
+        port = free_port()   # nothing listens here yet
+        names = ["alpha", "beta", "gamma"]
+        eps = {n: self.endpoint(default=Reply(500, f"{n} is down".encode())) for n in names}
+        conns = [connection(n, eps[n].url(f"/{n}"), notify=[f"{n}-ops@example.org"]) for n in names]
+        reps = [repeater(f"to-{n}", n, retry={"initial": "1h", "max_delay": "1h"}) for n in names]
+        d = self.notify_daemon(smtp_section(f"smtp://127.0.0.1:{port}", throttle="1s"), conns, reps)
+        iid, form = unique_form()
+        self.assertSubmitted(d.submit(form), 201, records=3)
+
+        # Queued, refused, retried with backoff: at least three notify.failed per connection.
+        d.events.wait_for(lambda _: all(len(d.events.of("notify.failed", connection=n)) >= 3 for n in names),
+                          15, "3 x notify.failed for every connection")
+        self.assertEqual(d.events.of("notify.sent"), [])
+        for n in names:
+            failed = d.events.of("notify.failed", connection=n)
+            for e in failed:
+                self.assertTrue(e.get("error"), f"notify.failed needs an error: {e}")
+            stamps = [parse_iso_z(e["ts"]) for e in failed]
+            gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+            self.assertGreaterEqual(min(gaps), 0.2, f"{n}: retries without backoff: gaps {gaps}")
+            self.assertGreater(gaps[1], gaps[0] * 1.3, f"{n}: retry delays do not grow: {gaps}")
+
+        # The emails are in the database: a kill -9 loses none of them.
+        d.kill9()
+        d.start()
+        server = self.smtp_server(port=port)
+        mails = server.wait_count(3, 15)
+        server.assert_quiet(3, 3.0)   # three more retry periods: nothing is sent twice
+        for n in names:
+            got = [m for m in mails if to_set([f"{n}-ops@example.org"])(m)]
+            self.assertEqual(len(got), 1, f"{n}: {len(got)} emails")
+            self.assertRfc5322(got[0], [f"{n}-ops@example.org"], n, around=time.time())
+            self.assertIn(f"{n} is down", got[0].body())
+            self.assertIn(iid, got[0].body())
+        ids = [str(m.message()["Message-ID"]) for m in mails]
+        self.assertEqual(len(set(ids)), 3, ids)
+
+        events = d.events.read()
+        for n in names:
+            failed = event_index(events, "notify.failed", connection=n)
+            sent = event_index(events, "notify.sent", connection=n)
+            self.assertEqual(len(sent), 1, f"{n}: one notify.sent")
+            self.assertLess(failed[0], sent[0], f"{n}: notify.failed then notify.sent")
+            self.assertEqual(events[sent[0]].get("events"), 1, events[sent[0]])
+
+    def test_3_a_temporary_refusal_is_retried_and_quoted(self):
+        answers = ["451 4.3.0 mailbox store busy, try again later"]
+        server = self.smtp_server(data_reply=lambda envelope: answers.pop(0) if answers else "250 OK")
+        d, iid = self.one_failing(smtp_section(server.url()))
+        failed = d.events.wait_event("notify.failed", connection="crm", timeout=10)[0]
+        self.assertIn("451", failed.get("error", ""), f"the server's answer should be quoted: {failed}")
+        d.events.wait_event("notify.sent", connection="crm", timeout=10)
+        mails = server.wait_count(2, 5)
+        self.assertEqual([m.accepted for m in mails], [False, True], [m.reply for m in mails])
+        server.assert_quiet(2, 1.5)
+        self.assertEqual(mails[0].message()["Message-ID"], mails[1].message()["Message-ID"],
+                         "a retry sends the same message again")
+
+    # -- 5. TLS and AUTH
+
+    def test_5_starttls_required_with_ca_file_and_auth_from_env(self):
+        server = self.smtp_server(starttls=self.pki, require_starttls=True, users={SMTP_USER: SMTP_PASSWORD})
+        smtp = smtp_section(server.url(), starttls="required", tls={"verify": True, "ca_file": str(self.pki.ca_crt)},
+                            username=SMTP_USER, password_env="SMTP_PASSWORD")
+        d, iid = self.one_failing(smtp, env={"SMTP_PASSWORD": SMTP_PASSWORD})
+        mail = server.wait_count(1, 10)[0]
+        self.assertTrue(mail.tls, "sent without STARTTLS")
+        self.assertEqual(mail.login, SMTP_USER, "sent without AUTH")
+        self.assertRfc5322(mail, ["ops@example.org"], "crm")
+        self.assertIn(iid, mail.body())
+        self.assertNoSecrets(mail, SMTP_PASSWORD)
+        d.events.wait_event("notify.sent", connection="crm")
+        self.assertNotSentAnywhere(d, SMTP_PASSWORD)
+
+    def test_5_wrong_password_is_notify_failed_without_the_password(self):
+        server = self.smtp_server(starttls=self.pki, require_starttls=True, users={SMTP_USER: SMTP_PASSWORD})
+        smtp = smtp_section(server.url(), starttls="required", tls={"ca_file": str(self.pki.ca_crt)},
+                            username=SMTP_USER, password_env="SMTP_PASSWORD")
+        d, _ = self.one_failing(smtp, env={"SMTP_PASSWORD": WRONG_PASSWORD})
+        failed = d.events.wait_event("notify.failed", connection="crm", timeout=10)[0]
+        error = failed.get("error") or ""
+        self.assertRegex(error, r"(?i)535|auth|login|credential", f"the error should say AUTH failed: {error!r}")
+        self.assertNotIn(WRONG_PASSWORD, error)
+        self.assertNotIn(SMTP_PASSWORD, error)
+        self.assertTrue(server.auth_attempts and server.auth_attempts[0].login == SMTP_USER and
+                        server.auth_attempts[0].tls, f"AUTH attempts: {server.auth_attempts}")
+        self.assertEqual(server.count(), 0)
+        self.assertEqual(d.events.of("notify.sent"), [])
+        self.assertNotSentAnywhere(d, WRONG_PASSWORD)
+
+    def test_5_auth_without_tls_with_password_file(self):
+        server = self.smtp_server(users={SMTP_USER: SMTP_PASSWORD}, auth_require_tls=False)
+        pw_file = self.tmp / "smtp-password"
+        pw_file.write_text(SMTP_PASSWORD + "\n")
+        smtp = smtp_section(server.url(), username=SMTP_USER, password_file=str(pw_file))
+        d, iid = self.one_failing(smtp)
+        mail = server.wait_count(1, 10)[0]
+        self.assertEqual(mail.login, SMTP_USER)
+        self.assertFalse(mail.tls)
+        self.assertIn(iid, mail.body())
+        d.events.wait_event("notify.sent", connection="crm")
+        self.assertNotSentAnywhere(d, SMTP_PASSWORD)
+
+    def test_5_smtps_with_ca_file(self):
+        server = self.smtp_server(smtps=self.pki, users={SMTP_USER: SMTP_PASSWORD})
+        smtp = smtp_section(server.url(), tls={"ca_file": str(self.pki.ca_crt)},
+                            username=SMTP_USER, password_env="SMTP_PASSWORD")
+        d, iid = self.one_failing(smtp, env={"SMTP_PASSWORD": SMTP_PASSWORD})
+        mail = server.wait_count(1, 10)[0]
+        self.assertTrue(mail.tls)
+        self.assertEqual(mail.login, SMTP_USER)
+        self.assertIn(iid, mail.body())
+
+    def test_5_untrusted_certificate_is_notify_failed(self):
+        server = self.smtp_server(starttls=self.pki, selfsigned=True)
+        smtp = smtp_section(server.url(), starttls="required", tls={"ca_file": str(self.pki.ca_crt)})
+        d, _ = self.one_failing(smtp)
+        failed = d.events.wait_event("notify.failed", connection="crm", timeout=10)[0]
+        self.assertTrue(failed.get("error"), failed)
+        server.assert_quiet(0, 0.5)
+
+    def test_5_starttls_required_but_not_offered_sends_nothing_in_clear(self):
+        server = self.smtp_server()   # no STARTTLS
+        smtp = smtp_section(server.url(), starttls="required")
+        d, _ = self.one_failing(smtp)
+        failed = d.events.wait_event("notify.failed", connection="crm", timeout=10)[0]
+        self.assertTrue(failed.get("error"), failed)
+        server.assert_quiet(0, 0.5)
+
+    # -- never slower
+
+    def test_a_hung_smtp_server_never_delays_forwarding(self):
+        hole = BlackHole()   # accepts TCP connections, never greets
+        self.addCleanup(hole.close)
+        bad = self.endpoint(default=Reply(500, CRM_BODY))
+        good = self.endpoint()
+        d = self.notify_daemon(
+            smtp_section(hole.url()),
+            [connection("crm", bad.url("/in"), notify=["ops@example.org"]),
+             connection("ok", good.url("/in"), notify=["ops@example.org"])],
+            [repeater("to-crm", "crm", retry={"initial": "300ms", "multiplier": 2, "max_attempts": 3}),
+             repeater("to-ok", "ok")])
+        iid, form = unique_form()
+        self.assertSubmitted(d.submit(form), 201, records=2)
+        reqs = bad.wait_count(3, 10)
+        gaps = [b.t - a.t for a, b in zip(reqs, reqs[1:])]
+        self.assertLess(gaps[0], 0.3 + 0.5, f"retry delayed by the hung SMTP server: gaps {gaps}")
+        self.assertLess(gaps[1], 0.6 + 0.5, f"retry delayed by the hung SMTP server: gaps {gaps}")
+        for _ in range(5):
+            t0 = time.monotonic()
+            iid, form = unique_form()
+            self.assertSubmitted(d.submit(form), 201, records=2)
+            good.wait_for(lambda rs: iid in {r.instance_id for r in rs}, 5, "delivery to ok")
+            self.assertLess(time.monotonic() - t0, 1.0, "forwarding slowed down by the hung SMTP server")
+        self.assertEqual(d.events.of("notify.sent"), [])
+        d.kill9()   # shutdown with a send in progress is the next test's subject
+
+    def test_sigterm_while_an_smtp_server_never_answers_data(self):
+        server = self.smtp_server(stall=True)   # takes the message, then never says 250
+        d, _ = self.one_failing(smtp_section(server.url()))
+        server.wait_count(1, 10)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        try:
+            rc = d.stop(timeout=10)
+        except AssertionError as e:
+            self.fail(f"SIGTERM with an email send in progress (the SMTP server took the message but never "
+                      f"answered): {e}; the daemon was killed")
+        self.assertEqual(rc, 0)
+        self.assertLess(time.monotonic() - t0, 10)
+
+    # -- streaks and summaries
+
+    def test_a_success_ends_the_streak_and_a_summary_counts_both(self):
+        server = self.smtp_server()
+        ids = {}
+        lock = threading.Lock()
+        c_seen = []
+        c_body = b"bad gateway: upstream crm-2 timed out"
+
+        def responder(r):
+            if r.instance_id == ids.get("a"):
+                return Reply(500, CRM_BODY)
+            if r.instance_id == ids.get("c"):
+                with lock:
+                    c_seen.append(1)
+                    if len(c_seen) == 1:
+                        return Reply(502, c_body)
+            return Reply(200)
+
+        ep = self.endpoint(responder=responder)
+        d = self.notify_daemon(smtp_section(server.url(), throttle="2s"),
+                               [connection("crm", ep.url("/in"), notify=["ops@example.org"])],
+                               [repeater("to-crm", "crm", retry={"initial": "400ms", "multiplier": 1,
+                                                                 "max_attempts": 3})])
+        ids["a"], form_a = unique_form()
+        self.assertSubmitted(d.submit(form_a), 201)
+        first = server.wait_count(1, 5)[0]
+        cancelled_a = d.events.wait_event("record.cancelled", timeout=5)[0]   # 3 x 500
+        ids["b"], form_b = unique_form()
+        self.assertSubmitted(d.submit(form_b), 201)
+        d.events.wait_event("attempt.succeeded", payload_id=ids["b"], timeout=5)   # the streak ends
+        ids["c"], form_c = unique_form()
+        self.assertSubmitted(d.submit(form_c), 201)
+        failed_c = d.events.wait_event("attempt.failed", payload_id=ids["c"], timeout=5)[0]   # a new streak
+        self.assertLess(time.monotonic() - first.t, 1.8, "TEST SETUP: too slow for one 2s window")
+        mails = server.wait_count(2, 6)
+        server.assert_quiet(2, 2.5)    # C's retry succeeded: nothing more to say
+
+        body = first.body()
+        self.assertIn(cancelled_a["record_id"], body)
+        self.assertIn(CRM_BODY.decode(), body)
+        summary = mails[1]
+        body = summary.body()
+        a_rec, c_rec = cancelled_a["record_id"], failed_c["record_id"]
+        for rec, payload, err in ((a_rec, ids["a"], CRM_BODY), (c_rec, ids["c"], c_body)):
+            self.assertIn(rec, body)
+            self.assertIn(payload, body)
+            self.assertIn(err.decode(), body, "each listed record's latest error")
+        head = summary_head(summary, [a_rec, c_rec])
+        self.assertIn(1, counts_near(head, "failed"), f"'1 failed' not in the summary's head:\n{head}")
+        self.assertIn(1, counts_near(head, "cancel"), f"'1 cancelled' not in the summary's head:\n{head}")
+        self.assertEqual(MORE_RE.findall(body), [], "no 'and N more' for two records")
+        self.assertNotIn(ids["b"], body)
+        sent = d.events.of("notify.sent", connection="crm")
+        self.assertEqual([e.get("events") for e in sent], [1, 2], sent)
+
+    def test_following_the_stop_instructions_stops_the_emails(self):
+        server = self.smtp_server()
+        ep = self.endpoint(default=Reply(500, CRM_BODY))
+        d = self.notify_daemon(smtp_section(server.url(), throttle="1s"),
+                               [connection("crm", ep.url("/in"), notify=CRM_NOTIFY)],
+                               [repeater("to-crm", "crm", retry={"max_attempts": 1})])
+        self.assertSubmitted(d.submit(unique_form()[1]), 201)
+        first = server.wait_count(1, 5)[0]
+        self.assertEqual(sorted(first.rcpt_tos), sorted(CRM_NOTIFY))
+        self.assertStopSection(first.body())
+        # Do what the email says: take the address out of connections[].notify, then restart.
+        d.config["connections"][0]["notify"] = [CRM_NOTIFY[1]]
+        self.assertEqual(d.stop(), 0)
+        time.sleep(1.1)    # the 1s throttle window passes
+        d.start()
+        self.assertSubmitted(d.submit(unique_form()[1]), 201)
+        second = server.wait_count(2, 5)[1]
+        self.assertEqual(second.rcpt_tos, [CRM_NOTIFY[1]],
+                         f"{CRM_NOTIFY[0]} is still emailed after it was removed from notify and repeaterd "
+                         f"was restarted as the email says:\n{d.stderr_tail(5)}")
+
+    def test_no_smtp_section_no_emails(self):
+        ep = self.endpoint(default=Reply(500, CRM_BODY))
+        d = self.notify_daemon(None, [connection("crm", ep.url("/in"), notify=["ops@example.org"])],
+                               [repeater("to-crm", "crm", retry={"initial": "100ms", "max_attempts": 2})])
+        self.assertSubmitted(d.submit(unique_form()[1]), 201)
+        d.events.wait_event("record.cancelled", timeout=10)
+        time.sleep(0.5)
+        self.assertEqual([e for e in d.events.read() if str(e.get("event", "")).startswith("notify.")], [])
+
+
+# --------------------------------------------------------------------------- docs
+
+def first_difference(a: str, b: str) -> str:
+    al, bl = a.splitlines(), b.splitlines()
+    for i in range(max(len(al), len(bl))):
+        x = al[i] if i < len(al) else "<end of file>"
+        y = bl[i] if i < len(bl) else "<end of file>"
+        if x != y:
+            return f"line {i + 1}:\n  committed: {x}\n  now:       {y}"
+    return "(only line endings differ)"
+
+
+DOCS_INTRO = """\
+# Error notifications
+
+repeaterd emails a connection's contacts when forwarding to it goes wrong, so that someone
+knows when data stops flowing. This page says when it does, what the emails say and how to
+configure and stop them. The example emails at the end are real: the page is generated by
+`tests/integration/test_notify.py` from the emails a repeaterd run sent, and that test fails
+whenever repeaterd's emails and this page disagree. To regenerate it after an intended change:
+
+```sh
+cd tests/integration && REPEATERD_UPDATE_DOCS=1 python3 -m unittest test_notify.NotifyScenarioTest
+```
+
+## When an email is sent
+
+- **A failure streak starts.** A record fails (an HTTP error status, a timeout, a refused
+  connection, a TLS error) while its connection was working, or on the connection's first
+  attempt. Further failures of the same streak are not emailed again; the streak ends when the
+  connection has a success.
+- **A record is cancelled**: it used up its attempts (`max_attempts`, or
+  `max_attempts_client_error` for 4xx answers) or the receiver answered 413. Every cancellation
+  is reported.
+
+Emails go to the connection's `notify` addresses. A connection without `notify` gets none, and
+repeaterd warns about it at every start: every connection should have at least one address, so
+that someone is told when forwarding stops working. Without an `smtp` section no email is sent
+at all.
+
+## Throttling and summaries
+
+Per connection, at most one email goes out per `throttle` window (default 15 minutes). The
+first event is emailed at once and starts the window; everything that happens on that
+connection during the window is collected and sent as **one** email when the window ends:
+
+- one event: the same detailed email as the first;
+- several: a **summary** with how many records failed and how many were cancelled, up to 20
+  records (record id, form or case id, latest error), and "and N more" for the rest.
+
+Each connection has its own window: a flood on one connection never holds back another
+connection's email.
+
+## What an email says
+
+Every email names the connection and, for each record: the error as the receiver gave it (the
+HTTP status line and the start of the response body, or the network or TLS error), the project
+space (domain), the URL the request went to (never its credentials), the form or case id, the
+record id, the attempt number and when it will be retried (ISO 8601, UTC) or that it was
+cancelled. It ends with how to stop these emails. Emails are plain text (UTF-8) with the
+usual headers (`Date`, `Message-ID`, `From`, `To`, `Subject`, `MIME-Version`, `Content-Type`)
+and `Auto-Submitted: auto-generated`, so that vacation auto-replies stay quiet.
+
+## Configuration
+
+```yaml
+smtp:
+  url: smtp://mail.example.org:587    # smtp:// (STARTTLS when offered) or smtps:// (TLS from the start)
+  from: repeaterd@example.org
+  username: alerts                    # optional: AUTH
+  password_env: SMTP_PASSWORD         # or password_file: PATH (password: inline, with a warning)
+  starttls: when_offered              # when_offered (default) | required
+  tls: {verify: true, ca_file: /etc/ssl/certs/mail-ca.pem}   # ca_file: extra trust anchors
+  throttle: 15m                       # per connection: one email per window; the rest are summarised
+  retry: {initial: 10s, multiplier: 2, max_delay: 10m}       # while the SMTP server is unreachable
+connections:
+  - name: crm-intake
+    url: https://crm.example.org/api/v2/forms
+    notify: [ops@example.org, data-team@example.org]
+```
+
+| key | meaning |
+|---|---|
+| `smtp.url` | the SMTP server: `smtp://host[:port]` (STARTTLS when the server offers it) or `smtps://host[:port]` (implicit TLS) |
+| `smtp.from` | the sender address |
+| `smtp.username`, `smtp.password_env` / `password_file` / `password` | AUTH; the password never appears in logs, events or emails |
+| `smtp.starttls` | `when_offered` (default) or `required`: with `required`, nothing is sent unless STARTTLS succeeds |
+| `smtp.tls.verify`, `smtp.tls.ca_file` | certificate checking (on by default) and extra CA certificates |
+| `smtp.throttle` | the per-connection window (default `15m`) |
+| `smtp.retry` | how an email is retried while the server is unreachable or refuses it (default `initial: 10s, multiplier: 2, max_delay: 10m`) |
+| `connections[].notify` | who is told about that connection's failures and cancellations |
+
+## Delivery
+
+An email is queued in the database in the same transaction as the record's state change, so a
+crash or restart loses none. A separate worker sends it; while the SMTP server is down or
+refuses it for now (a 4xx answer), it is retried with the `smtp.retry` backoff. Forwarding
+never waits for email. Every outcome is in the event log:
+
+- `notify.sent`: `connection`, `recipients`, `events` (how many failures and cancellations
+  the email reported), `email_id` (the email's id in the queue) and `attempt` (which try
+  delivered it);
+- `notify.failed`: the same fields, `error` (why the email could not be delivered) and
+  `next_try_at` (when it is tried again).
+
+## Stopping these emails
+
+Every email says where its addresses come from. Remove the address from the connection's
+`notify` list in the configuration file and restart repeaterd (`systemctl restart repeaterd`);
+this version reads its configuration only at start.
+
+## Example emails
+
+Below are emails as a mail client shows them: the headers repeaterd wrote (decoded) and the
+text body. They come from this configuration (ports and paths of the test run replaced):
+
+"""
+
+PLACEHOLDERS_TABLE = """\
+Values that differ on every run are shown as placeholders:
+
+| placeholder | what it is |
+|---|---|
+| `<date>` | when the email was written (RFC 5322 date) |
+| `<message-id>` | the email's unique Message-ID |
+| `<record-id>` | a repeat record's id |
+| `<form-id>` | a form's `meta/instanceID` |
+| `<time>` | a point in time, ISO 8601 UTC (e.g. the next retry) |
+| `<port>` | a port of the test run (receiving endpoint, SMTP server) |
+| `<config-file>` | the path of repeaterd's configuration file |
+"""
+
+
+def render_mail(mail: Mail, subst: list[tuple[str, str]]) -> str:
+    msg = mail.message()
+    lines = []
+    for name, value in msg.items():
+        if name.lower() == "date":
+            value = "<date>"
+        elif name.lower() == "message-id":
+            value = "<message-id>"
+        else:
+            value = " ".join(str(value).split())
+        lines.append(f"{name}: {value}")
+    lines.append("")
+    lines.append(mail.body().rstrip("\n"))
+    text = "\n".join(lines)
+    for old, new in subst:
+        text = text.replace(old, new)
+    text = ISO_UTC_RE.sub("<time>", text)
+    return text
+
+
+def render_docs(t: NotifyScenarioTest) -> str:
+    crm_first, crm_second = t.mails(CRM_NOTIFY, 2)
+    bulk_first, bulk_summary = t.mails(BULK_NOTIFY, 2)
+    subst: list[tuple[str, str]] = []
+    for e in t.captured["events"]:
+        for key, placeholder in (("record_id", "<record-id>"),):
+            if e.get(key):
+                subst.append((e[key], placeholder))
+    subst += [(iid, "<form-id>") for iid in t.captured["bulk_form_ids"]]
+    for port in (t.crm_ep.port, t.bulk_ep.port, t.silent_ep.port, t.smtp.port):
+        subst.append((f"127.0.0.1:{port}", "127.0.0.1:<port>"))
+    subst.append((str(t.d.config_path), "<config-file>"))
+    subst = sorted(set(subst), key=lambda p: -len(p[0]))
+
+    shown = {"smtp": t.cfg["smtp"],
+             "connections": [{k: c[k] for k in ("name", "url", "auth", "notify") if k in c}
+                             for c in t.cfg["connections"]],
+             "repeaters": [{k: r[k] for k in ("name", "domain", "connection") if k in r}
+                           | {"retry": t.retries[r["name"]]} for r in t.cfg["repeaters"]]}
+    config = to_yaml(shown)
+    for old, new in subst:
+        config = config.replace(old, new)
+
+    sections = [
+        ("A failure", crm_first,
+         f"The `{CRM}` connection's receiver answered `500` with the body "
+         f"`{CRM_BODY.decode()}` to the seed form. The record will be retried; this first failure is "
+         f"emailed at once and starts the connection's throttle window."),
+        ("A cancellation", crm_second,
+         "The retry failed too and, after `max_attempts: 2`, the record was cancelled. That happened "
+         "inside the throttle window, so it was sent when the window ended; being the window's only "
+         "event, it is a detailed email."),
+        ("A summary", bulk_summary,
+         f"{BULK_RECORDS} forms for the `{BULK}` connection were all cancelled within seconds "
+         f"(`400`, `max_attempts_client_error: 1`). The first cancellation was emailed at once like the "
+         f"one above; the other {BULK_RECORDS - 1} were collected during the window and sent as this one "
+         f"summary."),
+    ]
+    out = [DOCS_INTRO.rstrip("\n") + "\n", f"```yaml\n{config}\n```\n", PLACEHOLDERS_TABLE]
+    for title, mail, text in sections:
+        out.append(f"### {title}\n\n{text}\n\n```text\n{render_mail(mail, subst)}\n```\n")
+    doc = "\n".join(out)
+    # Determinism: nothing volatile may be left.
+    for old, _ in subst:
+        t.assertNotIn(old, doc, "a volatile value leaked into the docs")
+    for m in (crm_first, crm_second, bulk_summary):
+        t.assertNotIn(str(m.message()["Message-ID"]).strip(), doc)
+    return doc
+
+
+if __name__ == "__main__":
+    unittest.main()
