@@ -952,3 +952,40 @@ class DaemonTestCase(unittest.TestCase):
         if reason_re:
             self.assertRegex(info["message"], re.compile(reason_re, re.I))
         return info["message"]
+
+
+# --------------------------------------------------------------------------- shared-daemon classes
+
+class SharedDaemonTest(unittest.TestCase):
+    """A test class whose tests share one daemon (cls.d) in one temp dir (cls.tmp): remembers
+    whether any test failed, and at the end prints the daemon's stderr (and event log) and keeps
+    the temp dir when one did, or when the daemon misbehaved at shutdown."""
+
+    failed = False
+
+    def tearDown(self):
+        result = self._outcome.result
+        if any(test is self for test, _ in [*result.failures, *result.errors]):
+            type(self).failed = True
+
+    @classmethod
+    def finish_shared(cls, problem: str | None, event_log: bool = True) -> None:
+        if cls.failed or problem:
+            events = f"----- event log -----\n{cls.d.events.tail(60)}\n" if event_log else ""
+            sys.stderr.write(f"\n----- repeaterd stderr -----\n{cls.d.stderr_tail(150)}\n"
+                             f"{events}[kept temp dir {cls.tmp}]\n")
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        if problem:
+            raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
+
+
+def first_difference(a: str, b: str) -> str:
+    """Where two texts first differ, for a failing "generated doc is current" check."""
+    al, bl = a.splitlines(), b.splitlines()
+    for i in range(max(len(al), len(bl))):
+        x = al[i] if i < len(al) else "<end of file>"
+        y = bl[i] if i < len(bl) else "<end of file>"
+        if x != y:
+            return f"line {i + 1}:\n  committed: {x}\n  now:       {y}"
+    return "(only line endings differ)"

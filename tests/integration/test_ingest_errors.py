@@ -12,7 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import (OTHER_TOKEN, SOURCE_DIR, Daemon, DaemonTestCase, Endpoint, binary,
+from harness import (SharedDaemonTest, OTHER_TOKEN, SOURCE_DIR, Daemon, DaemonTestCase, Endpoint, binary,
                      connection, free_port, make_config, repeater, seed_form, submit, to_yaml,
                      unique_form)
 
@@ -28,7 +28,7 @@ def padded_form(size: int) -> tuple[str, bytes]:
     return iid, out
 
 
-class IngestErrorsTest(unittest.TestCase):
+class IngestErrorsTest(SharedDaemonTest):
     """One daemon for the whole class: these checks are quick and independent."""
 
     maxDiff = None
@@ -56,21 +56,11 @@ class IngestErrorsTest(unittest.TestCase):
     def tearDownClass(cls):
         problem = cls.d.close()
         cls.ep.close()
-        if cls.failed or problem:
-            sys.stderr.write(f"\n----- repeaterd stderr -----\n{cls.d.stderr_tail(150)}\n"
-                             f"[kept temp dir {cls.tmp}]\n")
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-        if problem:
-            raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
+        cls.finish_shared(problem, event_log=False)
 
     def setUp(self):
         self.before = self.d.db.counts()[:2]
 
-    def tearDown(self):
-        result = self._outcome.result
-        if any(test is self for test, _ in [*result.failures, *result.errors]):
-            type(self).failed = True
 
     # -- helpers
 

@@ -37,7 +37,7 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import (OTHER_TOKEN, SEED_APP_ID, SEED_INSTANCE_ID, SOURCE_DIR, Daemon, DaemonTestCase,
+from harness import (SharedDaemonTest, first_difference, OTHER_TOKEN, SEED_APP_ID, SEED_INSTANCE_ID, SOURCE_DIR, Daemon, DaemonTestCase,
                      Endpoint, Reply, binary, connection, free_port, make_config, parse_iso_z,
                      repeater, seed_form, to_yaml, unique_form)
 from smtp_server import BlackHole, Mail, SmtpPki, SmtpServer
@@ -156,7 +156,7 @@ class EmailAssertions:
 
 # --------------------------------------------------------------------------- one run, many checks
 
-class NotifyScenarioTest(unittest.TestCase, EmailAssertions):
+class NotifyScenarioTest(SharedDaemonTest, EmailAssertions):
     """One daemon, one scenario in setUpClass; the tests read what the SMTP server captured."""
 
     maxDiff = None
@@ -248,19 +248,8 @@ class NotifyScenarioTest(unittest.TestCase, EmailAssertions):
 
     @classmethod
     def tearDownClass(cls):
-        problem = cls._close_all()
-        if cls.failed or problem:
-            sys.stderr.write(f"\n----- repeaterd stderr -----\n{cls.d.stderr_tail(150)}\n"
-                             f"----- event log -----\n{cls.d.events.tail(60)}\n[kept temp dir {cls.tmp}]\n")
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-        if problem:
-            raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
+        cls.finish_shared(cls._close_all())
 
-    def tearDown(self):
-        result = self._outcome.result
-        if any(test is self for test, _ in [*result.failures, *result.errors]):
-            type(self).failed = True
 
     # -- helpers
 
@@ -758,16 +747,6 @@ class NotifyDeliveryTest(DaemonTestCase, EmailAssertions):
 
 
 # --------------------------------------------------------------------------- docs
-
-def first_difference(a: str, b: str) -> str:
-    al, bl = a.splitlines(), b.splitlines()
-    for i in range(max(len(al), len(bl))):
-        x = al[i] if i < len(al) else "<end of file>"
-        y = bl[i] if i < len(bl) else "<end of file>"
-        if x != y:
-            return f"line {i + 1}:\n  committed: {x}\n  now:       {y}"
-    return "(only line endings differ)"
-
 
 DOCS_INTRO = """\
 # Error notifications

@@ -22,7 +22,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness import (CASE_V2_NS, ISO_MICRO_Z_RE, SEED_APP_ID, SEED_CASE_ID, SEED_INSTANCE_ID,
+from harness import (SharedDaemonTest, first_difference, CASE_V2_NS, ISO_MICRO_Z_RE, SEED_APP_ID, SEED_CASE_ID, SEED_INSTANCE_ID,
                      SEED_USER_ID, SEED_XMLNS, SOURCE_DIR, UUID_RE, Daemon, DaemonTestCase, Endpoint,
                      binary, connection, fixture, free_port, make_config, parse_iso_z, seed_form,
                      to_yaml, typed_repeater, unique_form, with_meta)
@@ -133,7 +133,7 @@ def compact_json(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class SeedPayloadsTest(unittest.TestCase):
+class SeedPayloadsTest(SharedDaemonTest):
     """One daemon and one scenario for the class, run in setUpClass: the seed form, a form that
     closes its case, an app save and build, and the Kobo JSON sample. The tests read what each
     endpoint captured."""
@@ -213,18 +213,8 @@ class SeedPayloadsTest(unittest.TestCase):
     def tearDownClass(cls):
         problem = cls.d.close()
         cls.ep.close()
-        if cls.failed or problem:
-            sys.stderr.write(f"\n----- repeaterd stderr -----\n{cls.d.stderr_tail(150)}\n"
-                             f"----- event log -----\n{cls.d.events.tail(60)}\n[kept temp dir {cls.tmp}]\n")
-        else:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-        if problem:
-            raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
+        cls.finish_shared(problem)
 
-    def tearDown(self):
-        result = self._outcome.result
-        if any(test is self for test, _ in [*result.failures, *result.errors]):
-            type(self).failed = True
 
     # -- helpers
 
@@ -511,16 +501,6 @@ def xml_shape(body: bytes):
     def walk(el):
         return (el.tag, dict(el.attrib), (el.text or "").strip(), [walk(c) for c in el])
     return walk(ET.fromstring(body))
-
-
-def first_difference(a: str, b: str) -> str:
-    al, bl = a.splitlines(), b.splitlines()
-    for i in range(max(len(al), len(bl))):
-        x = al[i] if i < len(al) else "<end of file>"
-        y = bl[i] if i < len(bl) else "<end of file>"
-        if x != y:
-            return f"line {i + 1}:\n  committed: {x}\n  now:       {y}"
-    return "(only line endings differ)"
 
 
 # --------------------------------------------------------------------------- docs rendering
