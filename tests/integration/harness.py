@@ -980,6 +980,20 @@ class SharedDaemonTest(unittest.TestCase):
             raise AssertionError(f"repeaterd misbehaved at shutdown: {problem}")
 
 
+def check_generated_doc(test: unittest.TestCase, path: Path, text: str, what: str, regenerate: str) -> None:
+    """docs pages made from real runs: with REPEATERD_UPDATE_DOCS=1 write `text` to `path`,
+    else fail unless the committed page equals it, so the docs cannot drift from the daemon."""
+    if os.environ.get("REPEATERD_UPDATE_DOCS") == "1":
+        path.write_text(text)
+        return
+    test.assertTrue(path.exists(), f"{path} is missing; generate it with REPEATERD_UPDATE_DOCS=1")
+    committed = path.read_text()
+    if committed != text:
+        test.fail(f"{path} is out of date with {what}. Regenerate it:\n"
+                  f"  cd tests/integration && REPEATERD_UPDATE_DOCS=1 python3 -m unittest {regenerate}\n"
+                  f"First difference:\n{first_difference(committed, text)}")
+
+
 def first_difference(a: str, b: str) -> str:
     """Where two texts first differ, for a failing "generated doc is current" check."""
     al, bl = a.splitlines(), b.splitlines()

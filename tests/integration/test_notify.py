@@ -37,13 +37,12 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import (SharedDaemonTest, first_difference, OTHER_TOKEN, SEED_APP_ID, SEED_INSTANCE_ID, SOURCE_DIR, Daemon, DaemonTestCase,
+from harness import (SharedDaemonTest, check_generated_doc, OTHER_TOKEN, SEED_APP_ID, SEED_INSTANCE_ID, SOURCE_DIR, Daemon, DaemonTestCase,
                      Endpoint, Reply, binary, connection, free_port, make_config, parse_iso_z,
                      repeater, seed_form, to_yaml, unique_form)
 from smtp_server import BlackHole, Mail, SmtpPki, SmtpServer
 
 DOCS_PATH = SOURCE_DIR / "docs" / "notifications.md"
-UPDATE_DOCS = os.environ.get("REPEATERD_UPDATE_DOCS") == "1"
 
 FROM = "repeaterd@example.org"
 CRM = "crm-intake"
@@ -429,16 +428,8 @@ class NotifyScenarioTest(SharedDaemonTest, EmailAssertions):
         self.assertEqual(split, [1, BULK_RECORDS - 1],
                          f"the bulk connection's emails reported {split} events, not [1, {BULK_RECORDS - 1}] "
                          f"(see test_2_bulk_one_email_at_once_then_one_summary): docs not checked")
-        text = render_docs(self)
-        if UPDATE_DOCS:
-            DOCS_PATH.write_text(text)
-            return
-        self.assertTrue(DOCS_PATH.exists(), f"{DOCS_PATH} is missing; generate it with REPEATERD_UPDATE_DOCS=1")
-        committed = DOCS_PATH.read_text()
-        if committed != text:
-            self.fail(f"{DOCS_PATH} is out of date with the emails repeaterd sends. Regenerate it:\n"
-                      f"  cd tests/integration && REPEATERD_UPDATE_DOCS=1 python3 -m unittest "
-                      f"test_notify.NotifyScenarioTest\nFirst difference:\n{first_difference(committed, text)}")
+        check_generated_doc(self, DOCS_PATH, render_docs(self), "the emails repeaterd sends",
+                            "test_notify.NotifyScenarioTest")
 
 
 # --------------------------------------------------------------------------- delivery

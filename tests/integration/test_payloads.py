@@ -22,13 +22,12 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness import (SharedDaemonTest, first_difference, CASE_V2_NS, ISO_MICRO_Z_RE, SEED_APP_ID, SEED_CASE_ID, SEED_INSTANCE_ID,
+from harness import (SharedDaemonTest, check_generated_doc, CASE_V2_NS, ISO_MICRO_Z_RE, SEED_APP_ID, SEED_CASE_ID, SEED_INSTANCE_ID,
                      SEED_USER_ID, SEED_XMLNS, SOURCE_DIR, UUID_RE, Daemon, DaemonTestCase, Endpoint,
                      binary, connection, fixture, free_port, make_config, parse_iso_z, seed_form,
                      to_yaml, typed_repeater, unique_form, with_meta)
 
 DOCS_PATH = SOURCE_DIR / "docs" / "payloads.md"
-UPDATE_DOCS = os.environ.get("REPEATERD_UPDATE_DOCS") == "1"
 
 # The seed's case XML ("Forward Cases", RAW BODY (XML)), the golden for case/xml.
 SEED_CASE_XML = b"""\
@@ -483,16 +482,7 @@ class SeedPayloadsTest(SharedDaemonTest):
     # -- docs/payloads.md
 
     def test_docs_payloads_md_is_current(self):
-        text = render_docs(self)
-        if UPDATE_DOCS:
-            DOCS_PATH.write_text(text)
-            return
-        self.assertTrue(DOCS_PATH.exists(), f"{DOCS_PATH} is missing; generate it with REPEATERD_UPDATE_DOCS=1")
-        committed = DOCS_PATH.read_text()
-        if committed != text:
-            self.fail(f"{DOCS_PATH} is out of date with what repeaterd sends. Regenerate it:\n"
-                      f"  cd tests/integration && REPEATERD_UPDATE_DOCS=1 python3 -m unittest "
-                      f"test_payloads\nFirst difference:\n{first_difference(committed, text)}")
+        check_generated_doc(self, DOCS_PATH, render_docs(self), "what repeaterd sends", "test_payloads")
 
 
 def xml_shape(body: bytes):
