@@ -43,7 +43,7 @@ struct Message {
   std::string from;
   std::vector<std::string> to;
   std::string connection;  // name
-  std::string url;         // the connection's URL without userinfo
+  std::string url;         // the connection's URL; shown without any userinfo
   std::string config_file; // where `notify` is set, for the "how to stop" section
   std::vector<Event> events;  // oldest first; REQUIRES: not empty
   Micros now = 0;

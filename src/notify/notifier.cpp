@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <boost/url/parse.hpp>
-#include <boost/url/url.hpp>
 #include <cmath>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -28,13 +26,6 @@ Result<T> run_job(store::Store& store, std::function<T(store::Db&)> fn) {
   return result.get();
 }
 
-std::string without_userinfo(const std::string& url) {
-  auto parsed = boost::urls::parse_uri(url);
-  if (!parsed) return url;
-  boost::urls::url u(*parsed);
-  u.remove_userinfo();
-  return std::string(u.buffer());
-}
 
 }  // namespace
 
@@ -118,7 +109,7 @@ void Notifier::compose_due(Micros now, Micros& next) {
     m.from = smtp_.from;
     m.to = c->notify;
     m.connection = c->name;
-    m.url = without_userinfo(c->url);
+    m.url = c->url;  // compose() shows it without any userinfo
     m.config_file = config_.file;
     m.events = std::move(*events);
     m.now = now;
