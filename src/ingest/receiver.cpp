@@ -16,6 +16,7 @@
 
 #include "common/encoding.hpp"
 #include "common/ids.hpp"
+#include "common/text_position.hpp"
 #include "ingest/multipart.hpp"
 #include "payload/case.hpp"
 #include "payload/form_json.hpp"
@@ -195,7 +196,7 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
       co_return error_for(r.endpoint, 403, "the token is valid but not for project space \"" + r.domain +
                                                "\"; use that project space's token or submit to the token's own");
   }
-  Result<Submission> s = make_error("");
+  Read s = Rejection{404, ""};
   bool xml_client = false;
   switch (r.endpoint) {
     case Endpoint::receiver:
@@ -211,18 +212,16 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
     case Endpoint::none:
       break;
   }
-  if (!s.ok()) {
-    // read_* put the status in front: "415 ..." / "400 ..." / "422 ...".
-    const std::string& m = s.error().message;
-    co_return error_for(xml_client ? Endpoint::receiver : Endpoint::cases, std::stoi(m.substr(0, 3)),
-                        m.substr(4) + "; nothing was stored");
+  if (auto* refused = std::get_if<Rejection>(&s)) {
+    co_return error_for(xml_client ? Endpoint::receiver : Endpoint::cases, refused->status,
+                        refused->reason + "; nothing was stored");
   }
-  co_return co_await store_submission(std::move(*s), xml_client);
+  co_return co_await store_submission(std::move(std::get<Submission>(s)), xml_client);
 }
 
 namespace {
 
-Error status_error(int status, const std::string& message) { return make_error(std::to_string(status) + " " + message); }
+Rejection status_error(int status, std::string reason) { return {status, std::move(reason)}; }
 
 const char* kReceiverTypes =
     "submit the XForm as text/xml or application/xml, as OpenRosa multipart/form-data with the form in the part "
@@ -230,7 +229,7 @@ const char* kReceiverTypes =
 
 }  // namespace
 
-Result<Submission> Receiver::read_form(IncomingRequest& request, const std::string& domain, const std::string& app_id) {
+Receiver::Read Receiver::read_form(IncomingRequest& request, const std::string& domain, const std::string& app_id) {
   const std::string type = media_type(request.content_type);
   Submission s;
   s.payload.domain = domain;
@@ -288,7 +287,7 @@ Result<Submission> Receiver::read_form(IncomingRequest& request, const std::stri
   return s;
 }
 
-Result<Submission> Receiver::read_cases(IncomingRequest& request, const std::string& domain) {
+Receiver::Read Receiver::read_cases(IncomingRequest& request, const std::string& domain) {
   const std::string type = media_type(request.content_type);
   Submission s;
   s.kind = SubmissionKind::cases;
@@ -306,8 +305,8 @@ Result<Submission> Receiver::read_cases(IncomingRequest& request, const std::str
     pugi::xml_document doc;
     const auto parsed = doc.load_buffer(request.body.data(), request.body.size());
     if (!parsed) {
-      auto form = payload::parse_xform(request.body);  // the same parser, for line and column
-      return status_error(400, form ? std::string(parsed.description()) : form.error().message);
+      const auto at = text_position(request.body, static_cast<std::size_t>(std::max<std::ptrdiff_t>(parsed.offset, 0)));
+      return status_error(400, "malformed XML at " + to_string(at) + ": " + parsed.description());
     }
     auto blocks = payload::find_case_blocks(doc, request.body);
     if (!blocks) return status_error(422, blocks.error().message);
@@ -325,7 +324,7 @@ Result<Submission> Receiver::read_cases(IncomingRequest& request, const std::str
   return s;
 }
 
-Result<Submission> Receiver::read_app_change(IncomingRequest& request, const std::string& domain,
+Receiver::Read Receiver::read_app_change(IncomingRequest& request, const std::string& domain,
                                              const std::string& app_id) {
   Submission s;
   s.kind = SubmissionKind::app_change;
@@ -357,7 +356,8 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
   std::function<store::IngestResult(store::Db&)> job = [config, shared, records, cases, now](store::Db& db) {
     const Submission& sub = *shared;
     store::IngestResult out;
-    if (store::Store::has_identical(db, sub.payload)) {
+    const std::string digest = sha256_hex(sub.payload.body);
+    if (store::Store::has_identical(db, sub.payload, digest)) {
       out.duplicate = true;
       return out;
     }
@@ -379,7 +379,7 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
                               {c.case_id, c.case_type, c.closed, c.server_modified_on, payload::case_to_storage_json(c)});
     }
     *records = make_records(*config, sub, *cases, now);
-    out = store::Store::ingest(db, sub.payload, *records, now);
+    out = store::Store::insert(db, sub.payload, digest, *records, now);
     store::Store::add_attachments(db, out.payload_row, sub.attachments);
     return out;
   };

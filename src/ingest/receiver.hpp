@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <functional>
 #include <string>
+#include <variant>
 
 #include "common/event_log.hpp"
 #include "ingest/http_types.hpp"
@@ -19,6 +20,12 @@
 #include "store/store.hpp"
 
 namespace repeaterd::ingest {
+
+// Why a request is refused before anything is stored.
+struct Rejection {
+  int status;  // 400, 415 or 422
+  std::string reason;
+};
 
 class Receiver {
  public:
@@ -33,10 +40,11 @@ class Receiver {
   static Reply error_reply(int status, const std::string& message, const std::string& target);
 
  private:
-  // Each reads a request into a Submission, or fails with "NNN reason" (400, 415, 422).
-  Result<Submission> read_form(IncomingRequest& request, const std::string& domain, const std::string& app_id);
-  Result<Submission> read_cases(IncomingRequest& request, const std::string& domain);
-  Result<Submission> read_app_change(IncomingRequest& request, const std::string& domain, const std::string& app_id);
+  // Each reads a request into a Submission, or refuses it.
+  using Read = std::variant<Submission, Rejection>;
+  Read read_form(IncomingRequest& request, const std::string& domain, const std::string& app_id);
+  Read read_cases(IncomingRequest& request, const std::string& domain);
+  Read read_app_change(IncomingRequest& request, const std::string& domain, const std::string& app_id);
   // Applies the submission's case blocks, stores it and its records in one store job, then
   // answers: 201, 202 (duplicate), 422 (invalid case blocks) or 503.
   boost::asio::awaitable<Reply> store_submission(Submission s, bool xml_client);

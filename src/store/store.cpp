@@ -163,18 +163,12 @@ void Store::writer_loop() {
   }
 }
 
-namespace {
-
-bool identical_exists(Db& db, const NewPayload& p, const std::string& digest) {
+bool Store::has_identical(Db& db, const NewPayload& p, const std::string& digest) {
   StmtGuard dup(db.prepare(
       "SELECT 1 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 AND sha256 = ?4"));
   dup->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, digest);
   return dup->step();
 }
-
-}  // namespace
-
-bool Store::has_identical(Db& db, const NewPayload& p) { return identical_exists(db, p, sha256_hex(p.body)); }
 
 void Store::add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments) {
   StmtGuard ins(db.prepare(
@@ -211,12 +205,18 @@ void Store::save_case(Db& db, const std::string& domain, const StoredCase& c) {
 }
 
 IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRecord>& records, Micros now) {
-  IngestResult out;
   const std::string digest = sha256_hex(p.body);
-  if (identical_exists(db, p, digest)) {
+  if (has_identical(db, p, digest)) {
+    IngestResult out;
     out.duplicate = true;
     return out;
   }
+  return insert(db, p, digest, records, now);
+}
+
+IngestResult Store::insert(Db& db, const NewPayload& p, const std::string& digest,
+                           const std::vector<NewRecord>& records, Micros now) {
+  IngestResult out;
   {
     StmtGuard ins(db.prepare(
         "INSERT INTO payloads (domain, payload_type, payload_id, xmlns, app_id, content_type, body, sha256, "

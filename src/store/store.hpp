@@ -189,8 +189,12 @@ class Store {
   // bytes) exists, in which case nothing is written and duplicate is set.
   static IngestResult ingest(Db& db, const NewPayload& payload, const std::vector<NewRecord>& records,
                              Micros now);
-  // Whether an identical payload (same domain, type, id and bytes) is already stored.
-  static bool has_identical(Db& db, const NewPayload& payload);
+  // The parts of ingest(), for a caller with work between them (the receiver applies case
+  // blocks): whether an identical payload (same domain, type, id and `digest`, the body's
+  // sha256_hex) is stored, and storing it with its records unconditionally.
+  static bool has_identical(Db& db, const NewPayload& payload, const std::string& digest);
+  static IngestResult insert(Db& db, const NewPayload& payload, const std::string& digest,
+                             const std::vector<NewRecord>& records, Micros now);
   static void add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments);
   static std::optional<StoredCase> load_case(Db& db, const std::string& domain, const std::string& case_id);
   static void save_case(Db& db, const std::string& domain, const StoredCase& c);
