@@ -1,4 +1,5 @@
 #include "common/encoding.hpp"
+#include "common/text.hpp"
 
 #include <openssl/evp.h>
 
@@ -7,13 +8,6 @@ namespace {
 
 bool is_base64_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
-}
-
-std::string_view trim(std::string_view s) {
-  const auto ws = " \t\r\n";
-  const auto b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "common/text.hpp"
+
 namespace repeaterd {
 namespace {
 
@@ -81,11 +83,8 @@ constexpr std::array<SizeUnit, 9> kSizeUnits{{
     {"TB", 1000ULL * 1000 * 1000 * 1000},
 }};
 
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
+// HTTP's optional whitespace: spaces and tabs, never line breaks.
+constexpr std::string_view kOws = " \t";
 
 // Fixed-width decimal field of an HTTP-date.
 bool fixed_number(std::string_view s, std::size_t pos, std::size_t width, unsigned& out) {
@@ -229,7 +228,7 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
 }
 
 std::optional<Duration> parse_retry_after(std::string_view value, Micros now) {
-  value = trim_ows(value);
+  value = trim(value, kOws);
   if (value.empty()) return std::nullopt;
   if (is_digit(value.front())) {
     std::size_t pos = 0;
@@ -257,11 +256,11 @@ std::optional<Duration> parse_retry_after(std::string_view value, Micros now) {
 
 // Spaces around the parts are forgiven: "30 / m" is as clear as "30/m".
 std::optional<double> parse_rate(std::string_view text) {
-  text = trim_ows(text);
+  text = trim(text, kOws);
   const std::size_t slash = text.find('/');
   if (slash == std::string_view::npos) return std::nullopt;
-  const std::string_view number = trim_ows(text.substr(0, slash));
-  const std::string_view unit = trim_ows(text.substr(slash + 1));
+  const std::string_view number = trim(text.substr(0, slash), kOws);
+  const std::string_view unit = trim(text.substr(slash + 1), kOws);
   double count = 0;
   const auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), count);
   if (number.empty() || ec != std::errc() || ptr != number.data() + number.size()) return std::nullopt;

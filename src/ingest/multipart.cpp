@@ -1,6 +1,7 @@
 // ingest/multipart: splitting multipart/form-data bodies (RFC 7578 over RFC 2046). See
 // multipart.hpp.
 #include "ingest/multipart.hpp"
+#include "common/text.hpp"
 
 #include <cstddef>
 #include <optional>
@@ -11,13 +12,6 @@ namespace repeaterd::ingest {
 namespace {
 
 constexpr std::string_view kSpaceTab = " \t";
-
-std::string_view trim(std::string_view s) {
-  const auto first = s.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) return {};
-  const auto last = s.find_last_not_of(" \t\r\n");
-  return s.substr(first, last - first + 1);
-}
 
 char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 

@@ -13,6 +13,7 @@
 #include "payload/case.hpp"
 
 #include "common/text_position.hpp"
+#include "common/text.hpp"
 
 namespace repeaterd::payload {
 namespace {
@@ -78,13 +79,6 @@ std::string text_of(const pugi::xml_node& element) {
 
 // Identifiers (case_id, user_id, ...) are compared byte for byte later; stray whitespace from
 // pretty-printed forms would make "abc" and " abc\n" different cases.
-std::string trimmed(std::string_view s) {
-  const auto begin = s.find_first_not_of(" \t\r\n");
-  if (begin == std::string_view::npos) return {};
-  const auto end = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(begin, end - begin + 1));
-}
-
 // Line of an element in the submission. pugixml only knows byte offsets into its buffer; with
 // the original text we count newlines in it. Without it we count them in pugixml's own copy of
 // the buffer, which it has altered while parsing (a newline right after an element name became
@@ -123,7 +117,7 @@ void read_actions(const pugi::xml_node& block, CaseBlock& out) {
       for (pugi::xml_node f = action.first_child(); f; f = f.next_sibling()) {
         if (f.type() != pugi::node_element) continue;
         const std::string_view field = local_of(f.name());
-        std::string value = trimmed(text_of(f));
+        std::string value = std::string(trim(text_of(f)));
         // v1 calls the type case_type_id and puts the creating user inside create.
         if (field == "case_type" || field == "case_type_id") {
           out.create_case_type = std::move(value);
@@ -147,9 +141,9 @@ void read_actions(const pugi::xml_node& block, CaseBlock& out) {
       for (pugi::xml_node f = action.first_child(); f; f = f.next_sibling()) {
         if (f.type() != pugi::node_element) continue;
         CaseIndex index;
-        index.case_type = trimmed(f.attribute("case_type").value());
-        index.case_id = trimmed(text_of(f));
-        if (const pugi::xml_attribute rel = f.attribute("relationship")) index.relationship = trimmed(rel.value());
+        index.case_type = std::string(trim(f.attribute("case_type").value()));
+        index.case_id = std::string(trim(text_of(f)));
+        if (const pugi::xml_attribute rel = f.attribute("relationship")) index.relationship = std::string(trim(rel.value()));
         out.index.emplace_back(std::string(local_of(f.name())), std::move(index));
       }
     } else if (name == "attachment") {
@@ -167,13 +161,13 @@ Result<CaseBlock> read_block(const pugi::xml_node& element, bool v1, std::size_t
   b.v1 = v1;
   const std::optional<long> line = line_of(element, source);
   if (v1) {
-    b.case_id = trimmed(text_of(child_by_local_name(element, "case_id")));
-    b.date_modified = trimmed(text_of(child_by_local_name(element, "date_modified")));
-    b.user_id = trimmed(text_of(child_by_local_name(element, "user_id")));
+    b.case_id = std::string(trim(text_of(child_by_local_name(element, "case_id"))));
+    b.date_modified = std::string(trim(text_of(child_by_local_name(element, "date_modified"))));
+    b.user_id = std::string(trim(text_of(child_by_local_name(element, "user_id"))));
   } else {
-    b.case_id = trimmed(element.attribute("case_id").value());
-    b.date_modified = trimmed(element.attribute("date_modified").value());
-    b.user_id = trimmed(element.attribute("user_id").value());
+    b.case_id = std::string(trim(element.attribute("case_id").value()));
+    b.date_modified = std::string(trim(element.attribute("date_modified").value()));
+    b.user_id = std::string(trim(element.attribute("user_id").value()));
   }
   b.where = describe(number, b.case_id, line);
   if (b.case_id.empty()) return make_error(b.where + ": the case block has no case_id");

@@ -2,6 +2,7 @@
 #include "payload/form_json.hpp"
 
 #include "common/text_position.hpp"
+#include "common/text.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -17,7 +18,6 @@ namespace {
 // and CommCare's own output keeps document order too.
 using OrderedJson = nlohmann::ordered_json;
 
-constexpr std::string_view kWhitespace = " \t\r\n";
 
 std::string_view prefix_of(std::string_view qualified) {
   const auto colon = qualified.find(':');
@@ -27,13 +27,6 @@ std::string_view prefix_of(std::string_view qualified) {
 std::string_view local_of(std::string_view qualified) {
   const auto colon = qualified.find(':');
   return colon == std::string_view::npos ? qualified : qualified.substr(colon + 1);
-}
-
-std::string_view trim(std::string_view s) {
-  const auto first = s.find_first_not_of(kWhitespace);
-  if (first == std::string_view::npos) return {};
-  const auto last = s.find_last_not_of(kWhitespace);
-  return s.substr(first, last - first + 1);
 }
 
 bool is_text(const pugi::xml_node& n) {

@@ -7,6 +7,7 @@
 
 #include "common/ids.hpp"
 #include "common/text_position.hpp"
+#include "common/text.hpp"
 
 namespace repeaterd::payload {
 namespace {
@@ -18,14 +19,6 @@ pugi::xml_node child_named(pugi::xml_node parent, std::string_view local) {
     if (c.type() == pugi::node_element && local_name(c.name()) == local) return c;
   }
   return {};
-}
-
-std::string trimmed(std::string_view s) {
-  const auto ws = " \t\r\n";
-  const auto b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  const auto e = s.find_last_not_of(ws);
-  return std::string(s.substr(b, e - b + 1));
 }
 
 }  // namespace
@@ -61,12 +54,12 @@ Result<XForm> parse_xform(std::string_view body) {
   pugi::xml_node id_node;
   if (auto meta = child_named(root, "meta")) {
     id_node = child_named(meta, "instanceID");
-    form.user_id = trimmed(child_named(meta, "userID").child_value());
+    form.user_id = std::string(trim(child_named(meta, "userID").child_value()));
   }
   if (!id_node) {
     if (auto meta = child_named(root, "Meta")) {
       id_node = child_named(meta, "uid");
-      form.user_id = trimmed(child_named(meta, "user_id").child_value());
+      form.user_id = std::string(trim(child_named(meta, "user_id").child_value()));
     }
   }
   if (!id_node) {
@@ -74,7 +67,7 @@ Result<XForm> parse_xform(std::string_view body) {
                       "<meta><instanceID>…</instanceID></meta> under its root element <" +
                       std::string(root.name()) + ">");
   }
-  form.instance_id = trimmed(id_node.child_value());
+  form.instance_id = std::string(trim(id_node.child_value()));
   if (form.instance_id.empty()) return make_error("the form's meta/instanceID is empty: it must hold the form's unique id");
   if (form.instance_id.size() > 255) return make_error("the form's meta/instanceID is longer than 255 characters");
   return form;

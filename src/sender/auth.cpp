@@ -4,6 +4,7 @@
 #include "sender/auth.hpp"
 
 #include "common/encoding.hpp"
+#include "common/text.hpp"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -59,12 +60,6 @@ bool is_token68_char(char c) {
 }
 
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (is_ows(s.front()) || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (is_ows(s.back()) || s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
-  return s;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Encodings and OpenSSL wrappers.
