@@ -12,6 +12,18 @@ bool is_base64_char(char c) {
 
 }  // namespace
 
+std::string hex_encode(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const char ch : bytes) {
+    const auto c = static_cast<unsigned char>(ch);
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 0x0f]);
+  }
+  return out;
+}
+
 std::string base64_encode(std::string_view in) {
   if (in.empty()) return {};
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');  // +1: EVP_EncodeBlock writes a NUL

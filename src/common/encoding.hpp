@@ -11,6 +11,9 @@
 namespace repeaterd {
 
 std::string base64_encode(std::string_view bytes);
+
+// Lowercase hex, two digits a byte (digests, nonces).
+std::string hex_encode(std::string_view bytes);
 // nullopt when `text` is not valid padded base64 (whitespace is not allowed).
 std::optional<std::string> base64_decode(std::string_view text);
 

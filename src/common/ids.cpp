@@ -8,6 +8,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "common/encoding.hpp"
+
 namespace repeaterd {
 namespace {
 
@@ -68,14 +70,7 @@ std::string sha256_hex(std::string_view data) {
   if (EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha256(), nullptr) != 1) {
     throw std::runtime_error("EVP_Digest(sha256) failed");
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 0xf]);
-  }
-  return out;
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(md.data()), len));
 }
 
 }  // namespace repeaterd

@@ -65,17 +65,6 @@ bool is_ows(char c) { return c == ' ' || c == '\t'; }
 // Encodings and OpenSSL wrappers.
 
 
-std::string to_hex(const unsigned char* data, std::size_t size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (std::size_t i = 0; i < size; ++i) {
-    out.push_back(kDigits[data[i] >> 4]);
-    out.push_back(kDigits[data[i] & 0x0f]);
-  }
-  return out;
-}
-
 // Lowercase hex digest, as RFC 7616 requires for every H(...).
 std::string hex_digest(const EVP_MD* md, std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> buf{};
@@ -85,7 +74,7 @@ std::string hex_digest(const EVP_MD* md, std::string_view data) {
   const int ok = EVP_Digest(data.data(), data.size(), buf.data(), &len, md, nullptr);
   assert(ok == 1);
   (void)ok;
-  return to_hex(buf.data(), len);
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(buf.data()), len));
 }
 
 // RFC 6749 Appendix B: application/x-www-form-urlencoded, the HTML way (space is '+').

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <optional>
 
+#include "common/encoding.hpp"
 #include "sender/auth.hpp"
 
 namespace repeaterd::sender {
@@ -38,13 +39,7 @@ std::vector<std::string> header_values(const Response& r, std::string_view name)
 std::string random_hex(std::size_t bytes) {
   std::string raw(bytes, '\0');
   RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(raw.size()));
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0xf]);
-  }
-  return out;
+  return hex_encode(raw);
 }
 
 bool is_401(const Response& r) { return r.outcome == Outcome::response && r.status == 401; }
