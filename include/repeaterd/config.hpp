@@ -31,6 +31,9 @@ struct Listen {
   Duration read_timeout = std::chrono::seconds(30);  // to receive a whole request. Default: 30s
   Duration idle_timeout = std::chrono::seconds(60);  // keep-alive between requests. Default: 60s
   std::uint32_t max_connections = 1024;  // concurrent client connections. Default: 1024
+  // How receivers reach this listener (http(s)://host[:port][/prefix], no trailing slash): the
+  // base of the attachment URLs in form JSON. Default: none, and the URLs are left out.
+  std::string public_url;
 };
 
 struct IngestToken {

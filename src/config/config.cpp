@@ -47,7 +47,7 @@ const KeySet kSmtpTlsKeys{{"verify", "ca_file"}, {}};
 const KeySet kSmtpRetryKeys{{"initial", "multiplier", "max_delay"}, {}};
 constexpr std::array<std::string_view, 2> kStarttls{"when_offered", "required"};
 const KeySet kListenKeys{{"address", "port", "max_body", "max_header", "read_timeout",
-                          "idle_timeout", "max_connections"},
+                          "idle_timeout", "max_connections", "public_url"},
                          {"tls"}};
 const KeySet kTokenKeys{{"domain", "token", "token_env", "token_file"}, {}};
 const KeySet kStorageKeys{{"path", "retention"}, {}};
@@ -286,6 +286,14 @@ class Loader {
     detail::read_duration(m, "idle_timeout", out.idle_timeout);
     detail::read_uint<std::uint32_t>(m, "max_connections", 1, "a whole number",
                                      out.max_connections);
+    if (const Field* f = detail::read_string(m, "public_url", out.public_url, "an http:// or https:// URL")) {
+      if (std::string problem = url_problem(out.public_url); !problem.empty()) {
+        reporter_.error(f->mark(), f->path + ": " + problem);
+      } else if (out.public_url.find('?') != std::string::npos) {
+        reporter_.error(f->mark(), f->path + ": must not contain a ?query: attachment paths are appended to it");
+      }
+      while (out.public_url.ends_with('/')) out.public_url.pop_back();
+    }
   }
 
   void read_tokens(const Field& field, std::vector<IngestToken>& out) {

@@ -17,6 +17,7 @@
 #include "common/encoding.hpp"
 #include "common/ids.hpp"
 #include "common/text_position.hpp"
+#include "ingest/case_store.hpp"
 #include "ingest/multipart.hpp"
 #include "payload/case.hpp"
 #include "payload/form_json.hpp"
@@ -223,6 +224,13 @@ namespace {
 
 Rejection status_error(int status, std::string reason) { return {status, std::move(reason)}; }
 
+// Case JSON carries every form of the case; only then are they read back from the store.
+bool needs_xform_ids(const config::Config& config) {
+  return std::any_of(config.repeaters.begin(), config.repeaters.end(), [](const config::Repeater& r) {
+    return r.type == config::RepeaterType::case_ && r.format == config::PayloadFormat::json;
+  });
+}
+
 const char* kReceiverTypes =
     "submit the XForm as text/xml or application/xml, as OpenRosa multipart/form-data with the form in the part "
     "xml_submission_file, or a JSON submission as application/json";
@@ -357,27 +365,18 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
     const Submission& sub = *shared;
     store::IngestResult out;
     const std::string digest = sha256_hex(sub.payload.body);
-    if (store::Store::has_identical(db, sub.payload, digest)) {
+    const auto latest = store::Store::latest_digest(db, sub.payload);
+    if (latest == digest) {
       out.duplicate = true;
       return out;
     }
-    auto lookup = [&](const std::string& case_id) -> std::optional<payload::CaseState> {
-      auto stored = store::Store::load_case(db, sub.payload.domain, case_id);
-      if (!stored) return std::nullopt;
-      auto state = payload::case_from_storage_json(stored->state_json);
-      if (!state) throw std::runtime_error("case " + case_id + " in the database is unreadable: " + state.error().message);
-      return *state;
-    };
-    auto applied = payload::apply_case_blocks(sub.case_blocks, sub.payload.domain, sub.payload.payload_id, now, lookup);
-    if (!applied) {
-      out.rejected = applied.error().message;
+    // The same id with other bytes: an edit, which replaces the earlier form's case blocks.
+    auto changes = apply_and_save_cases(db, sub, latest.has_value(), needs_xform_ids(*config));
+    if (!changes) {
+      out.rejected = changes.error().message;
       return out;
     }
-    *cases = std::move(*applied);
-    for (const auto& c : *cases) {
-      store::Store::save_case(db, sub.payload.domain,
-                              {c.case_id, c.case_type, c.closed, c.server_modified_on, payload::case_to_storage_json(c)});
-    }
+    for (auto& c : *changes) cases->push_back(std::move(c.state));
     *records = make_records(*config, sub, *cases, now);
     out = store::Store::insert(db, sub.payload, digest, *records, now);
     store::Store::add_attachments(db, out.payload_row, sub.attachments);

@@ -1,5 +1,5 @@
-// Applying case blocks to case states, and the date normalisation CommCare applies to them.
-// Reading blocks is in case_parse.cpp, rendering and storage in case_render.cpp.
+// Applying case blocks to case states as leniently as CommCare HQ does, and rebuilding a case
+// from its forms. Reading blocks is in case_parse.cpp, rendering and storage in case_render.cpp.
 #include "payload/case.hpp"
 
 #include <algorithm>
@@ -7,79 +7,6 @@
 
 namespace repeaterd::payload {
 namespace {
-
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-// Reads exactly `n` digits at `pos`.
-bool read_digits(std::string_view s, std::size_t& pos, std::size_t n, int& out) {
-  if (pos + n > s.size()) return false;
-  int v = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!is_digit(s[pos + i])) return false;
-    v = v * 10 + (s[pos + i] - '0');
-  }
-  pos += n;
-  out = v;
-  return true;
-}
-
-int days_in_month(int year, int month) {
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  return month == 2 && leap ? 29 : kDays[month - 1];
-}
-
-// "Z", "+hh", "+hh:mm" or "+hhmm" (or "-").
-bool valid_zone(std::string_view zone) {
-  if (zone == "Z") return true;
-  if (zone.empty() || (zone[0] != '+' && zone[0] != '-')) return false;
-  std::size_t pos = 1;
-  int hours = 0, minutes = 0;
-  if (!read_digits(zone, pos, 2, hours) || hours > 23) return false;
-  if (pos == zone.size()) return true;
-  if (zone[pos] == ':') ++pos;
-  return read_digits(zone, pos, 2, minutes) && minutes <= 59 && pos == zone.size();
-}
-
-std::string two(int v) { return std::string{static_cast<char>('0' + v / 10), static_cast<char>('0' + v % 10)}; }
-
-// What the blocks of one submission have done so far: the working copy of every case touched,
-// in the order first touched. Nothing reaches the caller unless every block is valid.
-class Working {
- public:
-  explicit Working(const std::function<std::optional<CaseState>(const std::string&)>& lookup) : lookup_(lookup) {}
-
-  // The case as it stands in this submission, loading it on first use; null when it exists
-  // neither in the store nor earlier in the submission.
-  CaseState* find(const std::string& case_id) {
-    if (auto it = index_.find(case_id); it != index_.end()) return &states_[it->second];
-    std::optional<CaseState> stored = lookup_ ? lookup_(case_id) : std::nullopt;
-    if (!stored) return nullptr;
-    return &add(std::move(*stored));
-  }
-
-  CaseState& add(CaseState c) {
-    index_.emplace(c.case_id, states_.size());
-    states_.push_back(std::move(c));
-    return states_.back();
-  }
-
-  std::vector<CaseState> take() && { return std::move(states_); }
-
- private:
-  const std::function<std::optional<CaseState>(const std::string&)>& lookup_;
-  std::vector<CaseState> states_;
-  std::unordered_map<std::string, std::size_t> index_;
-};
-
-// The first action a block would perform on the case, to say what was refused.
-std::string first_action(const CaseBlock& b) {
-  if (!b.update.empty()) return "update";
-  if (b.has_close) return "close";
-  if (!b.index.empty()) return "index";
-  if (!b.attachment.empty()) return "attachment";
-  return "case block without create";
-}
 
 Status validate_indices(const CaseBlock& b) {
   for (const auto& [identifier, index] : b.index) {
@@ -115,121 +42,160 @@ void apply_update(CaseState& c, const CaseBlock& b) {
   }
 }
 
-}  // namespace
+// The instant a normalised time names, for ordering; nullopt for text that is not a time.
+std::optional<Micros> instant(std::string_view text) {
+  const auto t = parse_phone_time(text);
+  return t ? std::optional<Micros>(t->utc) : std::nullopt;
+}
 
-Result<std::vector<CaseState>> apply_case_blocks(
-    const std::vector<CaseBlock>& blocks, const std::string& domain, const std::string& form_id, Micros now,
-    const std::function<std::optional<CaseState>(const std::string& case_id)>& lookup) {
-  Working working(lookup);
-  const std::string now_text = format_iso8601(now);
+// When the form was filled in, as far as this case is concerned: its blocks' client
+// date_modified (the latest), else when repeaterd received it.
+Micros client_time(const CaseForm& f) {
+  std::optional<Micros> latest;
+  for (const auto& b : f.blocks) {
+    if (auto t = instant(b.date_modified); t && (!latest || *t > *latest)) latest = t;
+  }
+  return latest.value_or(f.server_date);
+}
 
-  for (const CaseBlock& b : blocks) {
-    if (b.case_id.empty()) return make_error(b.where + ": the case block has no case_id");
-    if (auto s = validate_indices(b); !s) return s.error();
+// Applies one form's blocks for one case. `exists` is false for a case nothing has opened yet;
+// the first block opens it, whatever its actions (HQ's leniency).
+void apply_form(CaseState& c, bool& exists, const CaseForm& f, const std::string& case_id, const std::string& domain) {
+  for (const CaseBlock& b : f.blocks) {
     const std::string modified = b.date_modified.empty() ? std::string{} : normalize_datetime(b.date_modified);
-
-    CaseState* c = working.find(b.case_id);
-    if (c == nullptr) {
-      if (!b.has_create) {
-        return make_error(b.where + ": " + first_action(b) +
-                          " of a case that does not exist and is not created earlier in this submission");
-      }
-      // A new case must have a type: repeaters filter and route by it, and CommCare itself
-      // cannot open a case without one. The same block's update may supply it.
-      std::string type = b.create_case_type.value_or("");
-      for (const auto& [name, value] : b.update) {
-        if (name == "case_type" && !value.empty()) type = value;
-      }
-      if (type.empty()) return make_error(b.where + ": create of a new case without case_type");
-      CaseState fresh;
-      fresh.case_id = b.case_id;
-      fresh.domain = domain;
-      fresh.server_opened_on = now;
-      fresh.date_opened = modified.empty() ? now_text : modified;
-      c = &working.add(std::move(fresh));
+    const std::string when = modified.empty() ? format_iso8601(f.server_date) : modified;
+    if (!exists) {
+      c = CaseState{};
+      c.case_id = case_id;
+      c.domain = domain;
+      c.server_opened_on = f.server_date;
+      c.date_opened = when;
+      exists = true;
     }
-
     // The order CommCare applies actions in, whatever order the form wrote them.
     if (b.has_create) {
       // A create of a case that exists (a resubmitted form, a second create) refreshes its
       // fields; it does not reopen it or reset when it was opened.
-      if (b.create_case_type && !b.create_case_type->empty()) c->case_type = *b.create_case_type;
-      if (b.create_case_name) c->case_name = *b.create_case_name;
-      if (b.create_owner_id) c->owner_id = *b.create_owner_id;
-      if (b.create_external_id) c->external_id = *b.create_external_id;
+      if (b.create_case_type && !b.create_case_type->empty()) c.case_type = *b.create_case_type;
+      if (b.create_case_name) c.case_name = *b.create_case_name;
+      if (b.create_owner_id && !b.create_owner_id->empty()) c.owner_id = *b.create_owner_id;
+      if (b.create_external_id) c.external_id = *b.create_external_id;
     }
-    apply_update(*c, b);
+    apply_update(c, b);
     if (b.has_close) {
-      c->closed = true;
-      c->date_closed = modified.empty() ? now_text : modified;
+      c.closed = true;
+      c.date_closed = when;
     }
     for (const auto& [identifier, index] : b.index) {
       if (index.case_id.empty()) {
-        c->indices.erase(identifier);
+        c.indices.erase(identifier);
       } else {
-        c->indices[identifier] = index;
+        c.indices[identifier] = index;
       }
     }
     for (const auto& [name, attachment] : b.attachment) {
       if (attachment.src.empty() && attachment.from.empty()) {
-        c->attachments.erase(name);  // an attachment element without a source removes it
+        c.attachments.erase(name);  // an attachment element without a source removes it
       } else {
-        c->attachments[name] = attachment;
+        c.attachments[name] = attachment;
       }
     }
 
     // Every touched case, even by a block with no actions.
-    if (!b.user_id.empty()) c->user_id = b.user_id;
-    if (!modified.empty()) {
-      c->date_modified = modified;
-    } else if (c->date_modified.empty()) {
-      c->date_modified = now_text;
-    }
-    c->server_modified_on = now;
-    if (std::find(c->xform_ids.begin(), c->xform_ids.end(), form_id) == c->xform_ids.end()) {
-      c->xform_ids.push_back(form_id);
+    const std::string& user = b.user_id.empty() ? f.form_user_id : b.user_id;
+    if (!user.empty()) c.user_id = user;
+    if (c.owner_id.empty()) c.owner_id = c.user_id;
+    // date_modified never moves back: a late form's older time leaves it where it is.
+    const auto at = instant(when);
+    const auto current = instant(c.date_modified);
+    if (c.date_modified.empty() || (at && (!current || *at > *current))) c.date_modified = when;
+    if (std::find(c.xform_ids.begin(), c.xform_ids.end(), f.form_id) == c.xform_ids.end()) {
+      c.xform_ids.push_back(f.form_id);
     }
   }
-  return std::move(working).take();
 }
 
-std::string normalize_datetime(std::string_view text) {
-  std::size_t pos = 0;
-  int year = 0, month = 0, day = 0;
-  if (!read_digits(text, pos, 4, year) || pos >= text.size() || text[pos++] != '-' ||
-      !read_digits(text, pos, 2, month) || pos >= text.size() || text[pos++] != '-' ||
-      !read_digits(text, pos, 2, day)) {
-    return std::string(text);
+// The case from scratch: its base (if any), then every form in client-time order, ties in
+// arrival order. `forms` come in arrival order, which xform_ids keep. nullopt when nothing is
+// left to build it from.
+std::optional<CaseState> rebuild(const std::string& case_id, const std::string& domain, std::optional<CaseState> base,
+                                 std::vector<CaseForm> forms) {
+  std::vector<std::string> xform_ids;
+  for (const auto& f : forms) {
+    if (std::find(xform_ids.begin(), xform_ids.end(), f.form_id) == xform_ids.end()) xform_ids.push_back(f.form_id);
   }
-  if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month)) return std::string(text);
-  const std::string date(text.substr(0, pos));
-  if (pos == text.size()) return date + "T00:00:00.000000Z";
+  std::stable_sort(forms.begin(), forms.end(),
+                   [](const CaseForm& a, const CaseForm& b) { return client_time(a) < client_time(b); });
+  bool exists = base.has_value();
+  CaseState c = base ? std::move(*base) : CaseState{};
+  for (const auto& f : forms) apply_form(c, exists, f, case_id, domain);
+  if (!exists) return std::nullopt;
+  c.xform_ids = std::move(xform_ids);
+  return c;
+}
 
-  if (text[pos] != 'T' && text[pos] != ' ') return std::string(text);
-  ++pos;
-  int hour = 0, minute = 0, second = 0;
-  if (!read_digits(text, pos, 2, hour) || pos >= text.size() || text[pos++] != ':' ||
-      !read_digits(text, pos, 2, minute)) {
-    return std::string(text);
-  }
-  if (pos < text.size() && text[pos] == ':') {
-    ++pos;
-    if (!read_digits(text, pos, 2, second)) return std::string(text);
-  }
-  if (hour > 23 || minute > 59 || second > 60) return std::string(text);  // 60: a leap second
-  std::string fraction;
-  if (pos < text.size() && (text[pos] == '.' || text[pos] == ',')) {
-    ++pos;
-    while (pos < text.size() && is_digit(text[pos])) fraction += text[pos++];
-    if (fraction.empty()) return std::string(text);
-  }
-  fraction.resize(6, '0');  // pads, or truncates beyond microseconds
+}  // namespace
 
-  // The offset is dropped, not applied: CommCare keeps the phone's wall-clock digits (the seed
-  // turns 16:04:54.950-04 into 16:04:54.950000Z). It is still checked, so that junk after a
-  // time is not silently accepted as a date.
-  if (pos < text.size() && !valid_zone(text.substr(pos))) return std::string(text);
-  return date + "T" + two(hour) + ":" + two(minute) + ":" + two(second) + "." + fraction + "Z";
+Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, CaseSource& source) {
+  // Everything is checked before anything is applied: a refused submission changes nothing.
+  for (const CaseBlock& b : s.blocks) {
+    if (b.case_id.empty()) return make_error(b.where + ": the case block has no case_id");
+    if (auto st = validate_indices(b); !st) return st.error();
+  }
+
+  // This form's entry for each case, in the order first touched; its creates first.
+  std::vector<CaseForm> entries;
+  std::unordered_map<std::string, std::size_t> entry_of;
+  for (const CaseBlock& b : s.blocks) {
+    auto [it, fresh] = entry_of.emplace(b.case_id, entries.size());
+    if (fresh) entries.push_back(CaseForm{s.form_id, s.form_user_id, s.now, {}});
+    entries[it->second].blocks.push_back(b);
+  }
+  for (auto& e : entries) {
+    std::stable_partition(e.blocks.begin(), e.blocks.end(), [](const CaseBlock& b) { return b.has_create; });
+  }
+  std::vector<std::string> ids;
+  for (const auto& e : entries) ids.push_back(e.blocks.front().case_id);
+  for (const auto& id : s.also_rebuild) {
+    if (!entry_of.contains(id)) {
+      entry_of.emplace(id, entries.size());
+      entries.push_back(CaseForm{s.form_id, s.form_user_id, s.now, {}});
+      ids.push_back(id);
+    }
+  }
+
+  std::vector<CaseChange> out;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::string& id = ids[i];
+    CaseForm& entry = entries[i];
+    CaseChange change;
+    bool must_rebuild = s.edit || entry.blocks.empty();
+    std::optional<CaseState> current;
+    if (!must_rebuild) {
+      current = source.current(id);
+      if (current) {
+        const auto latest = instant(current->date_modified);
+        must_rebuild = latest && client_time(entry) < *latest;
+      }
+    }
+    if (must_rebuild) {
+      std::vector<CaseForm> forms = source.forms(id);
+      if (s.edit) std::erase_if(forms, [&](const CaseForm& f) { return f.form_id == s.form_id; });
+      if (!entry.blocks.empty()) forms.push_back(entry);
+      auto built = rebuild(id, s.domain, source.base(id), std::move(forms));
+      if (!built) continue;  // an edit took away the only form that touched it: leave it be
+      change.state = std::move(*built);
+      change.rebuilt = true;
+    } else {
+      bool exists = current.has_value();
+      change.state = current ? std::move(*current) : CaseState{};
+      apply_form(change.state, exists, entry, id, s.domain);
+    }
+    change.state.server_modified_on = s.now;
+    change.form = std::move(entry);
+    out.push_back(std::move(change));
+  }
+  return out;
 }
 
 }  // namespace repeaterd::payload

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "payload/datetime.hpp"
 #include "repeaterd/result.hpp"
 #include "repeaterd/time.hpp"
 
@@ -57,7 +58,9 @@ struct CaseState {
   std::string date_modified;               // ISO 8601, normalised (see normalize_datetime)
   Micros server_opened_on = 0;             // when repeaterd first saw the case
   Micros server_modified_on = 0;           // when repeaterd last changed it
-  std::vector<std::string> xform_ids;      // every form that touched it, in order
+  // Every form that touched it, in arrival order. Not stored with the state: the store keeps
+  // the case's forms and fills this in when a payload needs it.
+  std::vector<std::string> xform_ids;
 };
 
 // One case block (or case JSON object) as submitted.
@@ -95,26 +98,62 @@ Result<std::vector<CaseBlock>> find_case_blocks(const pugi::xml_node& form_root,
 //  "closed": true}. A case_type/case_name/owner_id on a case that does not exist yet creates it.
 Result<std::vector<CaseBlock>> parse_case_json(std::string_view json);
 
-// Applies `blocks` (from one submission `form_id`, received at `now`) on top of the current
-// states that `lookup` returns (nullopt: the case does not exist). Atomic: any invalid block
-// (no case_id, an update/close/index/attachment or an empty block for a case that neither exists
-// nor is created earlier in the same submission, an index with a case_id but no case_type or an
-// unknown relationship, a create of a new case with no case_type in its create or update)
-// rejects the whole submission with an error that names the block. Returns the new states of
-// every touched case, in the order first touched.
-// - update: case_type, case_name, owner_id, external_id and date_opened change the case's own
-//   fields (an empty case_type or date_opened is ignored); every other element is a property.
-// - create of an existing case refreshes the fields it names; it does not reopen the case.
-// - index with an empty case_id removes it; attachment without src and from removes it.
-// - referenced cases of an index are not required to exist.
-Result<std::vector<CaseState>> apply_case_blocks(
-    const std::vector<CaseBlock>& blocks, const std::string& domain, const std::string& form_id, Micros now,
-    const std::function<std::optional<CaseState>(const std::string& case_id)>& lookup);
+// One form's blocks for one case: HQ's case transaction. The store keeps one per (case, form),
+// so that a case can be rebuilt from the forms that stand (out-of-order arrival, form edits).
+struct CaseForm {
+  std::string form_id;
+  std::string form_user_id;       // the form's meta/userID: the user of its blocks without user_id
+  Micros server_date = 0;         // when repeaterd received the form
+  std::vector<CaseBlock> blocks;  // this case's blocks in that form, in the order applied
+};
 
-// "2015-04-17T16:04:54.950-04" -> "2015-04-17T16:04:54.950000Z", "2010-06-29" ->
-// "2010-06-29T00:00:00.000000Z" (CommCare keeps the wall-clock digits and drops the offset, as
-// the seed shows). Text that is not a date/time is returned unchanged.
-std::string normalize_datetime(std::string_view text);
+// What the store knows of the cases a submission touches.
+class CaseSource {
+ public:
+  virtual ~CaseSource() = default;
+  // The case's current state; nullopt when it does not exist.
+  virtual std::optional<CaseState> current(const std::string& case_id) = 0;
+  // What a rebuild starts from: the state the case had before the store kept its forms (cases
+  // from before schema 4), else nullopt; and the forms it keeps, in arrival order.
+  virtual std::optional<CaseState> base(const std::string& case_id) = 0;
+  virtual std::vector<CaseForm> forms(const std::string& case_id) = 0;
+};
+
+// One submission's case blocks (a form's, or a /cases post's).
+struct CaseSubmission {
+  std::string domain;
+  std::string form_id;
+  std::string form_user_id;  // meta/userID
+  Micros now = 0;            // when it was received
+  std::vector<CaseBlock> blocks;  // in document order
+  // The form replaces an earlier one with its id (an edit): the earlier version's blocks in the
+  // source are ignored, and every case either version touches (`also_rebuild`: those the
+  // earlier one did) is rebuilt from the forms that stand.
+  bool edit = false;
+  std::vector<std::string> also_rebuild;
+};
+
+struct CaseChange {
+  CaseState state;
+  CaseForm form;         // this submission's blocks for the case (none when it was only rebuilt)
+  bool rebuilt = false;  // rebuilt from its forms rather than updated in place
+};
+
+// Applies a submission's blocks as leniently as CommCare HQ does (spec §3):
+// - a submission's blocks for one case are applied create first (otherwise in document order);
+// - an update, index, close or attachment of a case not seen yet creates it, and so does a
+//   create without case_type;
+// - a block without user_id takes the form's meta/userID; owner_id defaults to the user_id;
+// - date_modified never moves back; a form whose client date_modified is older than the case's
+//   rebuilds the case from its forms in client-time order (ties: arrival order), so the result
+//   is as if the forms had arrived in the order they were filled in;
+// - update: case_type, case_name, owner_id, external_id and date_opened change the case's own
+//   fields (an empty case_type or date_opened is ignored); every other element is a property;
+// - index with an empty case_id removes it; attachment without src and from removes it.
+// Refused, as HQ refuses them, rejecting the whole submission with an error naming the block:
+// an index with a case_id but no case_type, an index relationship other than child/extension.
+// Returns every touched (or rebuilt) case, in the order first touched.
+Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, CaseSource& source);
 
 // The forwarded forms of a case (spec §4 case xml / case json). XML: <create> always holds
 // case_type, case_name, owner_id; <update> holds external_id when set, date_opened when it differs
@@ -123,8 +162,13 @@ std::string normalize_datetime(std::string_view text);
 std::string render_case_xml(const CaseState& c);
 std::string render_case_json(const CaseState& c);
 
-// CaseState <-> JSON for storage (all fields, lossless).
+// CaseState <-> JSON for storage: every field but xform_ids, which the store keeps as the case's
+// forms (so that adding a form to a case costs the same for its 1st and its 10,000th form).
 std::string case_to_storage_json(const CaseState& c);
 Result<CaseState> case_from_storage_json(std::string_view json);
+
+// A case's blocks of one form <-> JSON for storage (CaseForm::blocks), lossless.
+std::string blocks_to_storage_json(const std::vector<CaseBlock>& blocks);
+Result<std::vector<CaseBlock>> blocks_from_storage_json(std::string_view json);
 
 }  // namespace repeaterd::payload

@@ -128,7 +128,6 @@ std::string case_to_storage_json(const CaseState& c) {
       {"date_modified", c.date_modified},
       {"server_opened_on", c.server_opened_on},
       {"server_modified_on", c.server_modified_on},
-      {"xform_ids", c.xform_ids},
   };
   // Round-trips exactly for UTF-8 text. JSON cannot carry other bytes (pugixml does not check
   // encodings), so those become U+FFFD here rather than an exception after the form was accepted.
@@ -167,10 +166,86 @@ Result<CaseState> case_from_storage_json(std::string_view text) {
     c.date_modified = j.value("date_modified", "");
     c.server_opened_on = j.value("server_opened_on", Micros{0});
     c.server_modified_on = j.value("server_modified_on", Micros{0});
-    c.xform_ids = j.value("xform_ids", std::vector<std::string>{});
     return c;
   } catch (const json::exception& e) {
     return make_error(std::string("stored case is corrupt: ") + e.what());
+  }
+}
+
+namespace {
+
+json optional_text(const std::optional<std::string>& v) { return v ? json(*v) : json(nullptr); }
+
+std::optional<std::string> optional_text(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+std::string blocks_to_storage_json(const std::vector<CaseBlock>& blocks) {
+  json out = json::array();
+  for (const auto& b : blocks) {
+    json index = json::array();
+    for (const auto& [identifier, i] : b.index) {
+      index.push_back({identifier, i.case_type, i.case_id, i.relationship});
+    }
+    json attachment = json::array();
+    for (const auto& [name, a] : b.attachment) attachment.push_back({name, a.src, a.from, a.name});
+    out.push_back({
+        {"case_id", b.case_id},
+        {"user_id", b.user_id},
+        {"date_modified", b.date_modified},
+        {"v1", b.v1},
+        {"create", b.has_create},
+        {"case_type", optional_text(b.create_case_type)},
+        {"case_name", optional_text(b.create_case_name)},
+        {"owner_id", optional_text(b.create_owner_id)},
+        {"external_id", optional_text(b.create_external_id)},
+        {"update", b.update},
+        {"close", b.has_close},
+        {"index", std::move(index)},
+        {"attachment", std::move(attachment)},
+        {"where", b.where},
+    });
+  }
+  return dump(out);
+}
+
+Result<std::vector<CaseBlock>> blocks_from_storage_json(std::string_view text) {
+  const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_array()) return make_error("stored case blocks are not a JSON array");
+  try {
+    std::vector<CaseBlock> out;
+    for (const auto& e : j) {
+      CaseBlock b;
+      b.case_id = e.at("case_id").get<std::string>();
+      b.user_id = e.at("user_id").get<std::string>();
+      b.date_modified = e.at("date_modified").get<std::string>();
+      b.v1 = e.at("v1").get<bool>();
+      b.has_create = e.at("create").get<bool>();
+      b.create_case_type = optional_text(e, "case_type");
+      b.create_case_name = optional_text(e, "case_name");
+      b.create_owner_id = optional_text(e, "owner_id");
+      b.create_external_id = optional_text(e, "external_id");
+      b.update = e.at("update").get<std::vector<std::pair<std::string, std::string>>>();
+      b.has_close = e.at("close").get<bool>();
+      for (const auto& i : e.at("index")) {
+        b.index.emplace_back(i.at(0).get<std::string>(), CaseIndex{i.at(1).get<std::string>(), i.at(2).get<std::string>(),
+                                                                   i.at(3).get<std::string>()});
+      }
+      for (const auto& a : e.at("attachment")) {
+        b.attachment.emplace_back(a.at(0).get<std::string>(), CaseAttachment{a.at(1).get<std::string>(),
+                                                                            a.at(2).get<std::string>(),
+                                                                            a.at(3).get<std::string>()});
+      }
+      b.where = e.value("where", "");
+      out.push_back(std::move(b));
+    }
+    return out;
+  } catch (const json::exception& e) {
+    return make_error(std::string("stored case blocks are corrupt: ") + e.what());
   }
 }
 

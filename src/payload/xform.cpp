@@ -62,13 +62,13 @@ Result<XForm> parse_xform(std::string_view body) {
       form.user_id = std::string(trim(child_named(meta, "user_id").child_value()));
     }
   }
-  if (!id_node) {
-    return make_error("the form has no meta/instanceID element: every XForm submission needs a unique "
-                      "<meta><instanceID>…</instanceID></meta> under its root element <" +
-                      std::string(root.name()) + ">");
+  form.instance_id = id_node ? std::string(trim(id_node.child_value())) : std::string();
+  // A form without an id is accepted and given one, as CommCare HQ does: refusing it would make
+  // the phone resend it forever. (Two sends of it are then two forms.)
+  if (form.instance_id.empty()) {
+    form.instance_id = uuid_v4();
+    form.generated_id = true;
   }
-  form.instance_id = std::string(trim(id_node.child_value()));
-  if (form.instance_id.empty()) return make_error("the form's meta/instanceID is empty: it must hold the form's unique id");
   if (form.instance_id.size() > 255) return make_error("the form's meta/instanceID is longer than 255 characters");
   return form;
 }

@@ -131,6 +131,29 @@ CREATE TABLE notifications (
 ) STRICT;
 CREATE INDEX notifications_unsent ON notifications(connection, id) WHERE email IS NULL;
 )sql",
+    // 4: each case's forms (HQ's case transactions): one row per (case, form) with that form's
+    // blocks for the case, so that a case can be rebuilt from the forms that stand and adding a
+    // form to a case does not rewrite a list of every form before it. Cases stored before this
+    // keep their state as the base a rebuild starts from, and their forms as rows with no blocks.
+    R"sql(
+CREATE TABLE case_forms (
+  id          INTEGER PRIMARY KEY,
+  domain      TEXT    NOT NULL,
+  case_id     TEXT    NOT NULL,
+  form_id     TEXT    NOT NULL,
+  server_date INTEGER NOT NULL,
+  user_id     TEXT    NOT NULL DEFAULT '',  -- the form's meta/userID
+  blocks      TEXT    NOT NULL              -- payload::blocks_to_storage_json
+) STRICT;
+CREATE INDEX case_forms_by_case ON case_forms(domain, case_id, id);
+CREATE INDEX case_forms_by_form ON case_forms(domain, form_id);
+
+ALTER TABLE cases ADD COLUMN base TEXT;
+INSERT INTO case_forms (domain, case_id, form_id, server_date, blocks)
+  SELECT c.domain, c.case_id, x.value, c.server_modified_on, '[]'
+  FROM cases c, json_each(c.state, '$.xform_ids') x ORDER BY c.domain, c.case_id, x.key;
+UPDATE cases SET base = json_remove(state, '$.xform_ids'), state = json_remove(state, '$.xform_ids');
+)sql",
 };
 
 }  // namespace

@@ -163,11 +163,13 @@ void Store::writer_loop() {
   }
 }
 
-bool Store::has_identical(Db& db, const NewPayload& p, const std::string& digest) {
-  StmtGuard dup(db.prepare(
-      "SELECT 1 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 AND sha256 = ?4"));
-  dup->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, digest);
-  return dup->step();
+std::optional<std::string> Store::latest_digest(Db& db, const NewPayload& p) {
+  StmtGuard q(db.prepare(
+      "SELECT sha256 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 ORDER BY id DESC "
+      "LIMIT 1"));
+  q->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id);
+  if (!q->step()) return std::nullopt;
+  return q->text(0);
 }
 
 void Store::add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments) {
@@ -182,7 +184,7 @@ void Store::add_attachments(Db& db, std::int64_t payload_row, const std::vector<
 
 std::optional<StoredCase> Store::load_case(Db& db, const std::string& domain, const std::string& case_id) {
   StmtGuard q(db.prepare(
-      "SELECT case_type, closed, server_modified_on, state FROM cases WHERE domain = ?1 AND case_id = ?2"));
+      "SELECT case_type, closed, server_modified_on, state, base FROM cases WHERE domain = ?1 AND case_id = ?2"));
   q->bind(1, domain).bind(2, case_id);
   if (!q->step()) return std::nullopt;
   StoredCase c;
@@ -191,6 +193,7 @@ std::optional<StoredCase> Store::load_case(Db& db, const std::string& domain, co
   c.closed = q->int64(1) != 0;
   c.server_modified_on = q->int64(2);
   c.state_json = q->text(3);
+  if (!q->is_null(4)) c.base_json = q->text(4);
   return c;
 }
 
@@ -204,9 +207,48 @@ void Store::save_case(Db& db, const std::string& domain, const StoredCase& c) {
   up->run();
 }
 
+std::vector<StoredCaseForm> Store::case_forms(Db& db, const std::string& domain, const std::string& case_id) {
+  StmtGuard q(db.prepare(
+      "SELECT form_id, user_id, server_date, blocks FROM case_forms WHERE domain = ?1 AND case_id = ?2 ORDER BY id"));
+  q->bind(1, domain).bind(2, case_id);
+  std::vector<StoredCaseForm> out;
+  while (q->step()) out.push_back({q->text(0), q->text(1), q->int64(2), q->text(3)});
+  return out;
+}
+
+std::vector<std::string> Store::case_form_ids(Db& db, const std::string& domain, const std::string& case_id) {
+  StmtGuard q(db.prepare("SELECT form_id FROM case_forms WHERE domain = ?1 AND case_id = ?2 ORDER BY id"));
+  q->bind(1, domain).bind(2, case_id);
+  std::vector<std::string> out;
+  while (q->step()) out.push_back(q->text(0));
+  return out;
+}
+
+void Store::add_case_form(Db& db, const std::string& domain, const std::string& case_id, const StoredCaseForm& f) {
+  StmtGuard ins(db.prepare(
+      "INSERT INTO case_forms (domain, case_id, form_id, server_date, user_id, blocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+  ins->bind(1, domain).bind(2, case_id).bind(3, f.form_id).bind(4, f.server_date).bind(5, f.user_id);
+  ins->bind(6, f.blocks_json);
+  ins->run();
+}
+
+std::vector<std::string> Store::cases_of_form(Db& db, const std::string& domain, const std::string& form_id) {
+  StmtGuard q(db.prepare("SELECT DISTINCT case_id FROM case_forms WHERE domain = ?1 AND form_id = ?2 ORDER BY case_id"));
+  q->bind(1, domain).bind(2, form_id);
+  std::vector<std::string> out;
+  while (q->step()) out.push_back(q->text(0));
+  return out;
+}
+
+void Store::remove_case_forms(Db& db, const std::string& domain, const std::string& form_id) {
+  StmtGuard del(db.prepare("DELETE FROM case_forms WHERE domain = ?1 AND form_id = ?2"));
+  del->bind(1, domain).bind(2, form_id);
+  del->run();
+}
+
 IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRecord>& records, Micros now) {
   const std::string digest = sha256_hex(p.body);
-  if (has_identical(db, p, digest)) {
+  if (latest_digest(db, p) == digest) {
     IngestResult out;
     out.duplicate = true;
     return out;

@@ -75,6 +75,15 @@ struct StoredCase {
   bool closed = false;
   Micros server_modified_on = 0;
   std::string state_json;
+  std::optional<std::string> base_json;  // cases from before schema 4: what a rebuild starts from
+};
+
+// One form's blocks for one case (HQ's case transaction).
+struct StoredCaseForm {
+  std::string form_id;
+  std::string user_id;  // the form's meta/userID
+  Micros server_date = 0;
+  std::string blocks_json;
 };
 
 // -- what comes out ---------------------------------------------------------------------
@@ -190,14 +199,22 @@ class Store {
   static IngestResult ingest(Db& db, const NewPayload& payload, const std::vector<NewRecord>& records,
                              Micros now);
   // The parts of ingest(), for a caller with work between them (the receiver applies case
-  // blocks): whether an identical payload (same domain, type, id and `digest`, the body's
-  // sha256_hex) is stored, and storing it with its records unconditionally.
-  static bool has_identical(Db& db, const NewPayload& payload, const std::string& digest);
+  // blocks): the digest (sha256_hex of the body) of the latest payload stored with the same
+  // domain, type and id (an identical digest: a duplicate; another: an edit), and storing a
+  // payload with its records unconditionally.
+  static std::optional<std::string> latest_digest(Db& db, const NewPayload& payload);
   static IngestResult insert(Db& db, const NewPayload& payload, const std::string& digest,
                              const std::vector<NewRecord>& records, Micros now);
   static void add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments);
   static std::optional<StoredCase> load_case(Db& db, const std::string& domain, const std::string& case_id);
   static void save_case(Db& db, const std::string& domain, const StoredCase& c);
+  // A case's forms, in arrival order; adding one costs the same whatever the case holds.
+  static std::vector<StoredCaseForm> case_forms(Db& db, const std::string& domain, const std::string& case_id);
+  static std::vector<std::string> case_form_ids(Db& db, const std::string& domain, const std::string& case_id);
+  static void add_case_form(Db& db, const std::string& domain, const std::string& case_id, const StoredCaseForm& f);
+  // The cases form_id touched, and removing it from them (an edit replaces it).
+  static std::vector<std::string> cases_of_form(Db& db, const std::string& domain, const std::string& form_id);
+  static void remove_case_forms(Db& db, const std::string& domain, const std::string& form_id);
   // Claims up to `limit` due records of `repeaters`, oldest due first.
   // Each claimed record gets an 'in_flight' attempt row with a fresh request id. Without
   // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).

@@ -9,13 +9,12 @@ Pieces:
   * EventLog                        - incremental reader of the JSON-lines event log
   * Db                              - read-only SQLite access for "nothing stored" checks
                                       (snapshot(), case() for the case store)
-  * fixture, with_meta, multipart   - CommCare fixtures (shared/fixtures/commcare), OpenRosa bodies
+  * fixture, with_meta, multipart   - CommCare fixtures (tests/fixtures/commcare), OpenRosa bodies
   * typed_repeater                  - a repeater of any type (no format key where it is fixed)
   * DaemonTestCase                  - unittest base class wiring the above with cleanups
 
 Environment: REPEATERD_BIN (the binary), REPEATERD_SOURCE_DIR (the repo root; used to find the
-binary when REPEATERD_BIN is unset), REPEATERD_SHARED_DIR (the shared tree with fixtures; default
-../shared beside the repo), REPEATERD_KEEP_TMP=1 keeps every temp dir.
+binary when REPEATERD_BIN is unset), REPEATERD_KEEP_TMP=1 keeps every temp dir.
 """
 
 from __future__ import annotations
@@ -133,14 +132,9 @@ SEED_CASE_ID = "b0916685-7247-4c44-b712-633d3d64e0c0"
 SEED_USER_ID = "d0e472a6b36dfd3ee5059222e12b8c1b"
 
 
-def shared_dir() -> Path:
-    """The shared tree (spec, seeds, fixtures): REPEATERD_SHARED_DIR, else beside the checkout."""
-    env = os.environ.get("REPEATERD_SHARED_DIR")
-    return Path(env) if env else (SOURCE_DIR / ".." / "shared").resolve()
-
-
 def fixtures_dir() -> Path:
-    return shared_dir() / "fixtures" / "commcare"
+    """CommCare HQ's test forms, copied into the repo with their licence (tests/fixtures/commcare)."""
+    return SOURCE_DIR / "tests" / "fixtures" / "commcare"
 
 
 def fixture(name: str) -> bytes:

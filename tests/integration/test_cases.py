@@ -1,4 +1,4 @@
-"""The case store (spec §3): every CommCare HQ fixture in shared/fixtures/commcare submitted
+"""The case store (spec §3): every CommCare HQ fixture in tests/fixtures/commcare submitted
 through the real ingest endpoint, then the stored case state asserted field by field; POST
 /a/{domain}/cases with XML and JSON; and every 422 rejection, with the database unchanged.
 
@@ -14,7 +14,7 @@ import json
 import unittest
 import uuid
 
-from harness import (CASE_V2_NS, DaemonTestCase, connection, fixture, fixtures_dir, typed_repeater,
+from harness import (CASE_V2_NS, DaemonTestCase, connection, fixture, typed_repeater,
                      with_meta)
 
 # The stored state JSON (cases.state) has exactly these keys.
@@ -37,8 +37,6 @@ class CaseStoreTest(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        if not fixtures_dir().is_dir():
-            self.fail(f"CommCare fixtures not found at {fixtures_dir()} (set REPEATERD_SHARED_DIR)")
         self.ep = self.endpoint()
         self.d = self.daemon([connection("inbox", self.ep.url())],
                              [typed_repeater("forms", "inbox", "form", "xml"),

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "fixtures.hpp"
 #include "seed_form.hpp"
 
 #include <cstdlib>
@@ -24,33 +25,8 @@ using nlohmann::json;
 constexpr Micros kSeedNow = 1429301674139959;
 constexpr Micros kHour = 3600LL * 1000 * 1000;
 
-fs::path fixtures_dir() {
-  if (const char* dir = std::getenv("REPEATERD_SHARED_DIR"); dir != nullptr && *dir != '\0') {
-    return fs::path(dir) / "fixtures" / "commcare";
-  }
-  fs::path source;
-  if (const char* dir = std::getenv("REPEATERD_SOURCE_DIR"); dir != nullptr && *dir != '\0') {
-    source = dir;
-  } else {
-    // tests/unit/case_test.cpp -> the repository root.
-    source = fs::path(__FILE__).parent_path() / ".." / "..";
-  }
-  return (source / ".." / "shared" / "fixtures" / "commcare").lexically_normal();
-}
-
-std::string read_fixture(const std::string& name, const std::map<std::string, std::string>& replace = {}) {
-  std::ifstream in(fixtures_dir() / name, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot read fixture " << (fixtures_dir() / name);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  for (const auto& [from, to] : replace) {
-    for (auto pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size())) {
-      text.replace(pos, from.size(), to);
-    }
-  }
-  return text;
-}
+using repeaterd::testing::fixtures_dir;
+using repeaterd::testing::read_fixture;
 
 Result<std::vector<CaseBlock>> blocks_of(const std::string& xml) {
   pugi::xml_document doc;
@@ -59,27 +35,59 @@ Result<std::vector<CaseBlock>> blocks_of(const std::string& xml) {
   return find_case_blocks(doc, xml);
 }
 
-// The case store as the daemon would keep it: cases by id, updated only by accepted submissions.
-struct Store {
+// The case store as the daemon keeps it: each case's state and its forms, updated only by
+// accepted submissions (ingest/case_store.cpp does the same against SQLite).
+struct Store : CaseSource {
   std::map<std::string, CaseState> cases;
+  std::map<std::string, std::vector<CaseForm>> forms_of;
+  std::map<std::string, CaseState> bases;
   std::string domain = "demo";
 
-  Result<std::vector<CaseState>> submit_blocks(const std::vector<CaseBlock>& blocks, const std::string& form_id,
-                                               Micros now) {
-    auto applied = apply_case_blocks(blocks, domain, form_id, now, [this](const std::string& id) {
-      auto it = cases.find(id);
-      return it == cases.end() ? std::nullopt : std::optional<CaseState>(it->second);
-    });
-    if (applied) {
-      for (const CaseState& c : *applied) cases[c.case_id] = c;
-    }
-    return applied;
+  std::optional<CaseState> current(const std::string& id) override {
+    auto it = cases.find(id);
+    return it == cases.end() ? std::nullopt : std::optional<CaseState>(it->second);
+  }
+  std::optional<CaseState> base(const std::string& id) override {
+    auto it = bases.find(id);
+    return it == bases.end() ? std::nullopt : std::optional<CaseState>(it->second);
+  }
+  std::vector<CaseForm> forms(const std::string& id) override {
+    auto it = forms_of.find(id);
+    return it == forms_of.end() ? std::vector<CaseForm>{} : it->second;
   }
 
-  Result<std::vector<CaseState>> submit(const std::string& xml, const std::string& form_id, Micros now) {
+  Result<std::vector<CaseState>> submit_blocks(const std::vector<CaseBlock>& blocks, const std::string& form_id,
+                                               Micros now, const std::string& form_user = "", bool edit = false) {
+    CaseSubmission sub{domain, form_id, form_user, now, blocks, edit, {}};
+    if (edit) {
+      for (const auto& [id, list] : forms_of) {
+        if (std::any_of(list.begin(), list.end(), [&](const CaseForm& f) { return f.form_id == form_id; })) {
+          sub.also_rebuild.push_back(id);
+        }
+      }
+    }
+    auto changes = process_case_blocks(sub, *this);
+    if (!changes) return changes.error();
+    if (edit) {
+      for (auto& [id, list] : forms_of) std::erase_if(list, [&](const CaseForm& f) { return f.form_id == form_id; });
+    }
+    std::vector<CaseState> out;
+    for (const CaseChange& c : *changes) {
+      if (!c.form.blocks.empty()) forms_of[c.state.case_id].push_back(c.form);
+      CaseState state = c.state;
+      state.xform_ids.clear();
+      for (const auto& f : forms_of[c.state.case_id]) state.xform_ids.push_back(f.form_id);
+      cases[state.case_id] = state;
+      out.push_back(state);
+    }
+    return out;
+  }
+
+  Result<std::vector<CaseState>> submit(const std::string& xml, const std::string& form_id, Micros now,
+                                        const std::string& form_user = "", bool edit = false) {
     auto blocks = blocks_of(xml);
     if (!blocks) return blocks.error();
-    return submit_blocks(*blocks, form_id, now);
+    return submit_blocks(*blocks, form_id, now, form_user, edit);
   }
 
   const CaseState& at(const std::string& id) const { return cases.at(id); }

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "fixtures.hpp"
 #include "seed_form.hpp"
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
@@ -21,29 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using OrderedJson = nlohmann::ordered_json;
 
-fs::path fixtures_dir() {
-  if (const char* dir = std::getenv("REPEATERD_SHARED_DIR"); dir != nullptr && *dir != '\0') {
-    return fs::path(dir) / "fixtures" / "commcare";
-  }
-  // The shared tree sits beside the repository. ctest sets REPEATERD_SOURCE_DIR; otherwise
-  // __FILE__ (tests/unit/form_json_test.cpp) leads to the root, resolving from the working
-  // directory when the compiler was given a relative path.
-  fs::path root;
-  if (const char* dir = std::getenv("REPEATERD_SOURCE_DIR"); dir != nullptr && *dir != '\0') {
-    root = dir;
-  } else {
-    root = fs::path(__FILE__).parent_path() / ".." / "..";
-  }
-  return (root / ".." / "shared" / "fixtures" / "commcare").lexically_normal();
-}
-
-std::string read_fixture(const std::string& name) {
-  std::ifstream in(fixtures_dir() / name, std::ios::binary);
-  EXPECT_TRUE(in) << "cannot open fixture " << (fixtures_dir() / name);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using repeaterd::testing::read_fixture;
 
 // Parses `xml` and converts its root element; the document must outlive nothing here because
 // xml_to_json() returns a string.
