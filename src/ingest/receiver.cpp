@@ -109,14 +109,18 @@ std::string openrosa_response(bool success, const std::string& message, const st
 namespace {
 
 // Which endpoint a path names; decides the answers' format too (OpenRosa XML on the form
-// receiver, JSON elsewhere).
-enum class Endpoint { none, receiver, cases, apps };
+// receiver, JSON elsewhere) and the one method it takes.
+enum class Endpoint { none, receiver, cases, apps, attachment };
 
 struct Route {
   Endpoint endpoint = Endpoint::none;
   std::string domain;
-  std::string app_id;  // apps: from the path; receiver: the ?app_id= parameter
+  std::string app_id;   // apps: from the path; receiver: the ?app_id= parameter
+  std::string form_id;  // attachment: percent-decoded, like every segment
+  std::string name;     // attachment
 };
+
+const char* method_of(Endpoint e) { return e == Endpoint::attachment ? "GET" : "POST"; }
 
 Route route(const boost::urls::url_view& url) {
   std::vector<std::string> segs;
@@ -132,12 +136,23 @@ Route route(const boost::urls::url_view& url) {
   } else if (segs.size() == 4 && segs[2] == "apps" && !segs[3].empty()) {
     r.endpoint = Endpoint::apps;
     r.app_id = segs[3];
+  } else if (segs.size() == 6 && segs[2] == "receiver" && segs[3] == "attachments" && !segs[4].empty() &&
+             !segs[5].empty()) {
+    r.endpoint = Endpoint::attachment;
+    r.form_id = segs[4];
+    r.name = segs[5];
   }
   return r;
 }
 
 Reply error_for(Endpoint e, int status, const std::string& message) {
-  return e == Endpoint::receiver ? xml_reply(status, false, message) : json_error(status, message);
+  if (e == Endpoint::receiver) return xml_reply(status, false, message);
+  // Messages quote decoded paths, form ids and attachment names, which need not be UTF-8:
+  // replace bad bytes rather than throw from dump().
+  Reply r;
+  r.status = status;
+  r.body = nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return r;
 }
 
 // A submission answered in the format its client sent: OpenRosa XML to XForm clients,
@@ -169,12 +184,14 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
   if (!url) co_return json_error(400, "the request target \"" + request.target + "\" is not a valid path");
   const Route r = route(*url);
   if (r.endpoint == Endpoint::none) {
-    co_return json_error(404, "no such endpoint: " + std::string(url->path()) +
-                                  " (POST /a/{domain}/receiver, /a/{domain}/cases or /a/{domain}/apps/{app_id})");
+    co_return error_for(Endpoint::none, 404,
+                        "no such endpoint: " + std::string(url->path()) +
+                            " (POST /a/{domain}/receiver, /a/{domain}/cases or /a/{domain}/apps/{app_id}; "
+                            "GET /a/{domain}/receiver/attachments/{form_id}/{name})");
   }
-  if (request.method != "POST") {
-    Reply reply = error_for(r.endpoint, 405, "use POST on " + std::string(url->path()));
-    reply.headers.emplace_back("Allow", "POST");
+  if (const char* allowed = method_of(r.endpoint); request.method != allowed) {
+    Reply reply = error_for(r.endpoint, 405, std::string("use ") + allowed + " on " + std::string(url->path()));
+    reply.headers.emplace_back("Allow", allowed);
     co_return reply;
   }
   switch (authenticate(config_.ingest_tokens, request.authorization, r.domain)) {
@@ -197,6 +214,7 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
       co_return error_for(r.endpoint, 403, "the token is valid but not for project space \"" + r.domain +
                                                "\"; use that project space's token or submit to the token's own");
   }
+  if (r.endpoint == Endpoint::attachment) co_return co_await serve_attachment(r.domain, r.form_id, r.name);
   Read s = Rejection{404, ""};
   bool xml_client = false;
   switch (r.endpoint) {
@@ -211,6 +229,7 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
       s = read_app_change(request, r.domain, r.app_id);
       break;
     case Endpoint::none:
+    case Endpoint::attachment:
       break;
   }
   if (auto* refused = std::get_if<Rejection>(&s)) {
@@ -421,6 +440,54 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
                                                 : "App change for " + p.app_id + " received";
   co_return success_for(xml_client, 201, what + "; " + std::to_string(n) + " repeat record(s) queued.", p.payload_id, n,
                         case_ids);
+}
+
+boost::asio::awaitable<Reply> Receiver::serve_attachment(std::string domain, std::string form_id,
+                                                         std::string name) {
+  // A read, but still a store job: the writer thread owns the only connection.
+  std::function<store::AttachmentLookup(store::Db&)> job = [domain, form_id, name](store::Db& db) {
+    return store::Store::load_attachment(db, domain, form_id, name);
+  };
+  auto found = co_await store::async_run<store::AttachmentLookup>(store_, std::move(job));
+  if (!found.ok()) {
+    spdlog::error("ingest: attachment \"{}\" of form {} not read: {}", name, form_id, found.error().message);
+    Reply r = error_for(Endpoint::attachment, 503,
+                        "the attachment could not be read (" + found.error().message + "); try again later");
+    r.headers.emplace_back("Retry-After", "30");
+    co_return r;
+  }
+  if (!found->form_found) {
+    co_return error_for(Endpoint::attachment, 404,
+                        "no form \"" + form_id + "\" has been received for project space \"" + domain +
+                            "\" (or it has been purged); check the form id in the URL, which is the form's "
+                            "meta/instanceID");
+  }
+  if (!found->attachment) {
+    std::string has;
+    for (std::size_t i = 0; i < found->names.size() && i < 20; ++i) has += (i ? ", \"" : "\"") + found->names[i] + "\"";
+    if (found->names.size() > 20) has += ", ...";
+    co_return error_for(Endpoint::attachment, 404,
+                        "form \"" + form_id + "\" has no attachment named \"" + name + "\"; " +
+                            (has.empty() ? std::string("its latest submission has no attachments")
+                                         : "its latest submission has " + has) +
+                            " (names are the multipart part names, percent-encoded in the URL)");
+  }
+  store::NewAttachment& a = *found->attachment;
+  Reply r;
+  r.status = 200;
+  // The stored type came from the client; one that cannot be a header value is not passed on.
+  const bool printable = std::all_of(a.content_type.begin(), a.content_type.end(),
+                                     [](char c) { return c >= 0x20 && c < 0x7f; });
+  r.content_type = a.content_type.empty() || !printable ? "application/octet-stream" : a.content_type;
+  // The bytes are the submitter's: never let a browser sniff them into something it runs.
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  const std::string& filename = a.filename.empty() ? a.name : a.filename;
+  std::string ascii;
+  for (char c : filename) ascii += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? c : '_';
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" +
+                                                    boost::urls::encode(filename, boost::urls::unreserved_chars));
+  r.body = std::move(a.body);
+  co_return r;
 }
 
 }  // namespace repeaterd::ingest

@@ -5,6 +5,9 @@
 // applies its case blocks to the case store and stores the payload and its repeat records. It answers 201 only after that job's batch is committed; a rejected request
 // stores nothing. Every error answer carries a reason a person can act on.
 //
+// It also serves a stored form's attachments back, to receivers that follow the attachment
+// urls in form JSON: GET /a/{domain}/receiver/attachments/{form_id}/{name}, same tokens.
+//
 // Thread-safety: runs on the daemon's executor; the store does the blocking work.
 #pragma once
 
@@ -48,6 +51,9 @@ class Receiver {
   // Applies the submission's case blocks, stores it and its records in one store job, then
   // answers: 201, 202 (duplicate), 422 (invalid case blocks) or 503.
   boost::asio::awaitable<Reply> store_submission(Submission s, bool xml_client);
+  // Answers a GET for an attachment of the newest stored payload of `form_id`: 200 with its
+  // bytes and content type, 404 naming what is unknown, 503 when the store fails.
+  boost::asio::awaitable<Reply> serve_attachment(std::string domain, std::string form_id, std::string name);
 
   const config::Config& config_;
   store::Store& store_;

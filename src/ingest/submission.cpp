@@ -67,24 +67,41 @@ std::vector<store::NewRecord> make_records(const config::Config& config, const S
       case RepeaterType::form: {
         if (!is_form) break;
         if (!r.filters.form_xmlns.empty() && !listed(r.filters.form_xmlns, p.xmlns)) break;
-        if (s.kind == SubmissionKind::json_form) {
-          // A JSON submission has no XML to send: JSON repeaters get it as submitted.
-          if (r.format != PayloadFormat::json) break;
-          add(r, "application/json", json_body(r, p.body), header_json("Received-On", received_on));
-          break;
-        }
-        if (r.format == PayloadFormat::xml) {
-          auto* rec = add(r, "text/xml", std::nullopt, header_json("Received-On", received_on));
+        // HQ's FormRepeater.get_url adds ?app_id= whatever the format.
+        auto with_app_id = [&](store::NewRecord* rec) {
           if (r.include_app_id_param && !p.app_id.empty()) {
             rec->query = "app_id=" + boost::urls::encode(p.app_id, boost::urls::unreserved_chars);
           }
+        };
+        if (s.kind == SubmissionKind::json_form) {
+          // A JSON submission has no XML to send: JSON repeaters get it as submitted.
+          if (r.format != PayloadFormat::json) break;
+          with_app_id(add(r, "application/json", json_body(r, p.body), header_json("Received-On", received_on)));
+          break;
+        }
+        if (r.format == PayloadFormat::xml) {
+          with_app_id(add(r, "text/xml", std::nullopt, header_json("Received-On", received_on)));
           break;
         }
         if (!form_json) {
-          form_json = payload::render_form_json(s.xform->document_element(),
-                                                {p.payload_id, p.domain, p.app_id, p.xmlns, received_on});
+          form_json = payload::render_form_json(s.xform->document_element(), [&] {
+            payload::FormJsonFields f;
+            f.id = p.payload_id;
+            f.domain = p.domain;
+            f.app_id = p.app_id;
+            f.received_on = p.received_on;
+            f.server_modified_on = p.received_on;
+            f.is_phone_submission = false;  // TODO(lead): true when the request had X-OpenRosa-Version
+            for (const auto& a : s.attachments) f.attachments.push_back({a.name, a.content_type, a.body.size()});
+            if (!config.listen.public_url.empty()) {
+              const auto seg = [](const std::string& v) { return boost::urls::encode(v, boost::urls::unreserved_chars); };
+              f.attachment_url_base =
+                  config.listen.public_url + "/a/" + seg(p.domain) + "/receiver/attachments/" + seg(p.payload_id);
+            }
+            return f;
+          }());
         }
-        add(r, "application/json", json_body(r, *form_json), header_json("Received-On", received_on));
+        with_app_id(add(r, "application/json", json_body(r, *form_json), header_json("Received-On", received_on)));
         break;
       }
       case RepeaterType::form_stub: {
@@ -111,7 +128,8 @@ std::vector<store::NewRecord> make_records(const config::Config& config, const S
       }
       case RepeaterType::app_structure: {
         if (s.kind != SubmissionKind::app_change) break;
-        add(r, "text/plain", s.build_id.empty() ? p.app_id : s.build_id, "{}");
+        // HQ's AppStructureGenerator sends the id with its generator's default type, text/xml.
+        add(r, "text/xml", s.build_id.empty() ? p.app_id : s.build_id, "{}");
         break;
       }
     }

@@ -126,10 +126,16 @@ std::optional<CaseState> rebuild(const std::string& case_id, const std::string& 
   }
   std::stable_sort(forms.begin(), forms.end(),
                    [](const CaseForm& a, const CaseForm& b) { return client_time(a) < client_time(b); });
-  bool exists = base.has_value();
+  const bool had_base = base.has_value();
+  bool exists = had_base;
   CaseState c = base ? std::move(*base) : CaseState{};
   for (const auto& f : forms) apply_form(c, exists, f, case_id, domain);
   if (!exists) return std::nullopt;
+  if (!had_base) {  // first seen when its first form arrived, whichever was applied first
+    for (const auto& f : forms) {
+      if (!f.blocks.empty()) c.server_opened_on = std::min(c.server_opened_on, f.server_date);
+    }
+  }
   c.xform_ids = std::move(xform_ids);
   return c;
 }

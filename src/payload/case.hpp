@@ -2,10 +2,11 @@
 //
 // Finds case blocks in a submitted XForm (v2 namespace with any prefix, at any depth, and v1
 // blocks; never inside a device report), reads case JSON objects (POST /a/{domain}/cases), applies
-// them to the cases' previous states in CommCare's order (create, update, close, index,
-// attachment; a repeated property element: the last wins), and renders a case the way it is
-// forwarded: a v2 <case> block with its full state (a closed case: just a close block), or the
-// seeds' case JSON. Pure code: no I/O, no clock (times are passed in).
+// them to the cases as leniently as CommCare HQ does (create first; actions in the order create,
+// update, close, index, attachment; a repeated property element: the last wins), rebuilds a case
+// from its forms when one arrives out of order or is edited, and renders a case the way HQ
+// forwards it: a v2 <case> block with its full state, or case JSON. Pure code: no I/O, no clock
+// (times are passed in).
 #pragma once
 
 #include <functional>
@@ -155,10 +156,12 @@ struct CaseChange {
 // Returns every touched (or rebuilt) case, in the order first touched.
 Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, CaseSource& source);
 
-// The forwarded forms of a case (spec §4 case xml / case json). XML: <create> always holds
-// case_type, case_name, owner_id; <update> holds external_id when set, date_opened when it differs
-// from date_modified (a receiver takes date_modified otherwise, as CommCare does) and every
-// property, and is left out when empty; then <index> and <attachment>. No XML declaration.
+// The forwarded forms of a case (spec §4 case xml / case json), as HQ's V2CaseXMLGenerator and
+// case API serializer write them. XML: <create> holds case_type, case_name and owner_id (the
+// user_id when no owner is set); <update> holds external_id when set, date_opened as a date and
+// every property by name, and is left out when empty; then <index> (relationship written only
+// for extensions) and <attachment>; a closed case ends with <close/>. No XML declaration.
+// JSON: the seeds' keys plus attachments and properties.external_id (null when unset).
 std::string render_case_xml(const CaseState& c);
 std::string render_case_json(const CaseState& c);
 

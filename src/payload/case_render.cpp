@@ -28,46 +28,41 @@ std::string render_case_xml(const CaseState& c) {
   root.append_attribute("user_id").set_value(c.user_id.c_str());
   root.append_attribute("xmlns").set_value(std::string(kCaseV2Namespace).c_str());
 
-  if (c.closed) {
-    // CommCare forwards a closed case as a close block alone (seed: "we will send the case
-    // with just a close block").
-    root.append_child("close");
-  } else {
-    // The seed's order: case_type, case_name, owner_id.
-    pugi::xml_node create = root.append_child("create");
-    add_text_child(create, "case_type", c.case_type);
-    add_text_child(create, "case_name", c.case_name);
-    add_text_child(create, "owner_id", c.owner_id);
+  // HQ's V2CaseXMLGenerator with include_case_on_closed: the full state, and a closed case
+  // adds <close/> after it (the 2015 page sent a close block alone; HQ has since sent the state
+  // too, so that a receiver that never saw the case open can still create it).
+  pugi::xml_node create = root.append_child("create");
+  add_text_child(create, "case_type", c.case_type);
+  add_text_child(create, "case_name", c.case_name);
+  add_text_child(create, "owner_id", c.owner_id.empty() ? c.user_id : c.owner_id);
 
-    // A receiver that opens the case from this block takes date_opened from date_modified, as
-    // CommCare does; only when the two differ (the case has been modified since, or an update
-    // set it) does the block need to say it. That keeps a just-created case exactly the seed.
-    const bool with_opened = !c.date_opened.empty() && c.date_opened != c.date_modified;
-    if (!c.external_id.empty() || with_opened || !c.properties.empty()) {
-      pugi::xml_node update = root.append_child("update");
-      if (!c.external_id.empty()) add_text_child(update, "external_id", c.external_id);
-      if (with_opened) add_text_child(update, "date_opened", c.date_opened);
-      for (const auto& [name, value] : c.properties) add_text_child(update, name, value);
-    }
-    if (!c.indices.empty()) {
-      pugi::xml_node index = root.append_child("index");
-      for (const auto& [identifier, i] : c.indices) {
-        pugi::xml_node e = index.append_child(identifier.c_str());
-        e.append_attribute("case_type").set_value(i.case_type.c_str());
-        e.append_attribute("relationship").set_value(i.relationship.c_str());
-        e.text().set(i.case_id.c_str());
-      }
-    }
-    if (!c.attachments.empty()) {
-      pugi::xml_node attachment = root.append_child("attachment");
-      for (const auto& [name, a] : c.attachments) {
-        pugi::xml_node e = attachment.append_child(name.c_str());
-        e.append_attribute("src").set_value(a.src.c_str());
-        e.append_attribute("from").set_value(a.from.c_str());
-        if (!a.name.empty()) e.append_attribute("name").set_value(a.name.c_str());
-      }
+  // external_id when set, date_opened as a date, then every property by name.
+  pugi::xml_node update = root.append_child("update");
+  if (!c.external_id.empty()) add_text_child(update, "external_id", c.external_id);
+  if (!c.date_opened.empty()) add_text_child(update, "date_opened", date_only(c.date_opened));
+  for (const auto& [name, value] : c.properties) add_text_child(update, name, value);
+  if (!update.first_child()) root.remove_child(update);
+
+  if (!c.indices.empty()) {
+    pugi::xml_node index = root.append_child("index");
+    for (const auto& [identifier, i] : c.indices) {  // by identifier, as HQ sorts them
+      pugi::xml_node e = index.append_child(identifier.c_str());
+      e.append_attribute("case_type").set_value(i.case_type.c_str());
+      // HQ writes the relationship only when it is not the default.
+      if (i.relationship == "extension") e.append_attribute("relationship").set_value("extension");
+      e.text().set(i.case_id.c_str());
     }
   }
+  if (!c.attachments.empty()) {
+    pugi::xml_node attachment = root.append_child("attachment");
+    for (const auto& [name, a] : c.attachments) {
+      pugi::xml_node e = attachment.append_child(name.c_str());
+      e.append_attribute("src").set_value(a.src.c_str());
+      e.append_attribute("from").set_value(a.from.c_str());
+      if (!a.name.empty()) e.append_attribute("name").set_value(a.name.c_str());
+    }
+  }
+  if (c.closed) root.append_child("close");
   std::ostringstream out;
   doc.save(out, "", pugi::format_raw | pugi::format_no_declaration, pugi::encoding_utf8);
   return out.str();
@@ -76,17 +71,23 @@ std::string render_case_xml(const CaseState& c) {
 std::string render_case_json(const CaseState& c) {
   json properties = json::object();
   for (const auto& [name, value] : c.properties) properties[name] = value;
+  // HQ's built-in fields override dynamic properties of the same name.
   properties["case_name"] = c.case_name;
   properties["case_type"] = c.case_type;
-  properties["date_opened"] = c.date_opened;
-  properties["owner_id"] = c.owner_id;
-  if (!c.external_id.empty()) properties["external_id"] = c.external_id;
+  properties["date_opened"] = c.date_opened.empty() ? json(nullptr) : json(c.date_opened);
+  properties["owner_id"] = c.owner_id.empty() ? c.user_id : c.owner_id;
+  properties["external_id"] = c.external_id.empty() ? json(nullptr) : json(c.external_id);
 
   json indices = json::object();
   for (const auto& [identifier, i] : c.indices) {
     indices[identifier] = {{"case_type", i.case_type}, {"case_id", i.case_id}, {"relationship", i.relationship}};
   }
+  // HQ lists {url, content_type} of the attachment it stored; repeaterd keeps only the case
+  // block's reference to the form's attachment, so both are null (see docs/payloads.md).
+  json attachments = json::object();
+  for (const auto& [name, a] : c.attachments) attachments[name] = {{"url", nullptr}, {"content_type", nullptr}};
   json j = json::object();
+  j["attachments"] = std::move(attachments);
   j["case_id"] = c.case_id;
   j["closed"] = c.closed;
   j["date_closed"] = c.date_closed ? json(*c.date_closed) : json(nullptr);

@@ -68,6 +68,14 @@ struct NewAttachment {
   std::string body;
 };
 
+// What load_attachment found: whether the form exists at all, and its attachment if it has
+// one by that name (else the names it does have, to tell the caller what to ask for).
+struct AttachmentLookup {
+  bool form_found = false;
+  std::optional<NewAttachment> attachment;
+  std::vector<std::string> names;  // when the form exists but not the attachment
+};
+
 // A case as the store keeps it: the columns it is looked up by, and the whole state as JSON.
 struct StoredCase {
   std::string case_id;
@@ -206,6 +214,10 @@ class Store {
   static IngestResult insert(Db& db, const NewPayload& payload, const std::string& digest,
                              const std::vector<NewRecord>& records, Micros now);
   static void add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments);
+  // A form's attachment by name, from the newest payload stored for that form id (an edit
+  // stores a new payload with the same id; only its attachments are current).
+  static AttachmentLookup load_attachment(Db& db, const std::string& domain, const std::string& form_id,
+                                          const std::string& name);
   static std::optional<StoredCase> load_case(Db& db, const std::string& domain, const std::string& case_id);
   static void save_case(Db& db, const std::string& domain, const StoredCase& c);
   // A case's forms, in arrival order; adding one costs the same whatever the case holds.

@@ -1216,5 +1216,23 @@ TEST(ConfigSmtp, BadValues) {
   EXPECT_TRUE(has_error(r, 7, 13, "\"nobody\" is not an email address")) << dump(r);
 }
 
+TEST(ConfigValues, ListenPublicUrl) {
+  const LoadResult ok = load(kValid + "listen:\n  public_url: https://repeaterd.example.org/base\n");
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->listen.public_url, "https://repeaterd.example.org/base");
+  // Attachment paths are appended with their own '/', so trailing slashes are dropped.
+  const LoadResult slash = load(kValid + "listen:\n  public_url: http://10.0.0.5:8080//\n");
+  ASSERT_TRUE(slash.config) << dump(slash);
+  EXPECT_EQ(slash.config->listen.public_url, "http://10.0.0.5:8080");
+  const LoadResult absent = load(kValid);
+  ASSERT_TRUE(absent.config) << dump(absent);
+  EXPECT_EQ(absent.config->listen.public_url, "");
+  EXPECT_TRUE(only_error(load(kValid + "listen:\n  public_url: ftp://files.example.org\n"), 11, 15,
+                         "listen.public_url: expected an http:// or https:// URL, got \"ftp://files.example.org\" "
+                         "(scheme \"ftp\")"));
+  EXPECT_TRUE(only_error(load(kValid + "listen:\n  public_url: https://r.example.org/?x=1\n"), 11, 15,
+                         "listen.public_url: must not contain a ?query"));
+}
+
 }  // namespace
 }  // namespace repeaterd::config

@@ -40,15 +40,25 @@ TEST(XForm, MalformedGivesLineAndColumn) {
   EXPECT_NE(f.error().message.find("line 3, column"), std::string::npos) << f.error().message;
 }
 
-TEST(XForm, MissingInstanceId) {
+// HQ's FormProcessorSQL.new_xform: extract_meta_instance_id(form) or str(uuid.uuid4()).
+TEST(XForm, MissingInstanceIdGetsAGeneratedOne) {
   auto f = parse_xform("<f><meta><deviceID>x</deviceID></meta></f>");
-  ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.error().message.find("meta/instanceID"), std::string::npos);
-  EXPECT_NE(f.error().message.find("<f>"), std::string::npos);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_TRUE(f->generated_id);
+  EXPECT_EQ(f->instance_id.size(), 36u) << f->instance_id;
+  auto g = parse_xform("<f><meta><deviceID>x</deviceID></meta></f>");
+  ASSERT_TRUE(g.ok());
+  EXPECT_NE(f->instance_id, g->instance_id);  // two sends without an id are two forms
+  auto given = parse_xform("<f><meta><instanceID>abc</instanceID></meta></f>");
+  ASSERT_TRUE(given.ok());
+  EXPECT_FALSE(given->generated_id);
+  EXPECT_EQ(given->instance_id, "abc");
 }
 
 TEST(XForm, EmptyInstanceIdAndEmptyBody) {
-  EXPECT_FALSE(parse_xform("<f><meta><instanceID> </instanceID></meta></f>").ok());
+  auto blank = parse_xform("<f><meta><instanceID> </instanceID></meta></f>");
+  ASSERT_TRUE(blank.ok());
+  EXPECT_TRUE(blank->generated_id);
   EXPECT_FALSE(parse_xform("").ok());
   EXPECT_FALSE(parse_xform("just text").ok());
 }
