@@ -11,7 +11,9 @@
 # only, as any user, with everything in a temp dir that is removed on exit (KEEP=1 keeps it).
 # Tunables: DURATION (10s), THREADS (2), CONNECTIONS (32), DRAIN_TIMEOUT (300 s), SCENARIO
 # (form: one form repeater; cases: every form creates a case and goes to four repeaters, form
-# xml, case xml, case json and form_stub, so end-to-end counts four records per form).
+# xml, case xml, case json and form_stub, so end-to-end counts four records per form),
+# NEW_CASES (1: every form creates its own case; 0: every form updates the seed's one case, a hot
+# case with a growing history; default 1 for SCENARIO=cases, 0 otherwise).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -146,8 +148,8 @@ wait_port "$repeaterd_port" "$repeaterd_pid"
 
 echo "ingest: wrk -t$threads -c$connections -d$duration -> repeaterd" >&2
 start=$(date +%s.%N)
-new_cases=0
-[[ $scenario == cases ]] && new_cases=1
+new_cases=${NEW_CASES:-0}
+[[ $scenario == cases && -z ${NEW_CASES:-} ]] && new_cases=1
 ingest_rate=$(BENCH_TOKEN=$token BENCH_NEW_CASES=$new_cases \
   run_wrk "http://127.0.0.1:$repeaterd_port/a/demo/receiver" "$work/wrk-ingest.txt")
 

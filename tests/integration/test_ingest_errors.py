@@ -90,11 +90,6 @@ class IngestErrorsTest(SharedDaemonTest):
         truncated = seed_form()[:400]
         self.assertRejected(self.d.submit(truncated), 400, r"line \d+, column \d+")
 
-    def test_missing_instance_id_400(self):
-        form = b"<?xml version='1.0' ?>\n<data xmlns=\"http://x\"><meta><deviceID>1</deviceID></meta></data>"
-        self.assertRejected(self.d.submit(form), 400, r"instanceID")
-        self.assertRejected(self.d.submit(b"<data xmlns=\"http://x\"><q>1</q></data>"), 400, r"instanceID")
-
     # -- 401 / 403 / 404 / 405
 
     def test_missing_token_401(self):
