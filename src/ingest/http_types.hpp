@@ -13,6 +13,7 @@ struct IncomingRequest {
   std::string target;         // origin-form: "/a/demo/receiver?app_id=x"
   std::string authorization;  // the Authorization header, or ""
   std::string content_type;   // the Content-Type header, or ""
+  std::string openrosa_version;  // the X-OpenRosa-Version header (phones send it), or ""
   std::string body;
   std::string remote;         // peer address, for logs
 };

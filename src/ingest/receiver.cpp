@@ -262,6 +262,8 @@ Receiver::Read Receiver::read_form(IncomingRequest& request, const std::string& 
   s.payload.domain = domain;
   s.payload.app_id = app_id;
   s.payload.received_on = now_micros();
+  s.phone_submission = !request.openrosa_version.empty();
+  s.submit_ip = request.remote;
   if (type == "application/json") {
     auto j = payload::parse_json_submission(request.body);
     if (!j) return status_error(400, j.error().message);
@@ -381,15 +383,16 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
   auto cases = std::make_shared<std::vector<payload::CaseState>>();
   // Named, not a temporary in the co_await expression: GCC 12 destroys such temporaries twice.
   std::function<store::IngestResult(store::Db&)> job = [config, shared, records, cases, now](store::Db& db) {
-    const Submission& sub = *shared;
+    Submission& sub = *shared;
     store::IngestResult out;
     const std::string digest = sha256_hex(sub.payload.body);
-    const auto latest = store::Store::latest_digest(db, sub.payload);
-    if (latest == digest) {
+    const auto latest = store::Store::latest_version(db, sub.payload);
+    if (latest && latest->digest == digest) {
       out.duplicate = true;
       return out;
     }
     // The same id with other bytes: an edit, which replaces the earlier form's case blocks.
+    if (latest) sub.edit_of_received_on = latest->received_on;
     auto changes = apply_and_save_cases(db, sub, latest.has_value(), needs_xform_ids(*config));
     if (!changes) {
       out.rejected = changes.error().message;

@@ -125,6 +125,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       in.target = std::string(req.target());
       in.authorization = std::string(req[http::field::authorization]);
       in.content_type = std::string(req[http::field::content_type]);
+      in.openrosa_version = std::string(req["X-OpenRosa-Version"]);
       in.body = std::move(req.body());
       in.remote = remote;
       const unsigned version = req.version();

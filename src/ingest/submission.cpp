@@ -89,9 +89,14 @@ std::vector<store::NewRecord> make_records(const config::Config& config, const S
             f.id = p.payload_id;
             f.domain = p.domain;
             f.app_id = p.app_id;
-            f.received_on = p.received_on;
+            f.received_on = s.edit_of_received_on.value_or(p.received_on);
             f.server_modified_on = p.received_on;
-            f.is_phone_submission = false;  // TODO(lead): true when the request had X-OpenRosa-Version
+            if (s.edit_of_received_on) {
+              f.edited_on = p.received_on;
+              f.edited_by_user_id = s.user_id;
+            }
+            f.is_phone_submission = s.phone_submission;
+            f.submit_ip = s.submit_ip;
             for (const auto& a : s.attachments) f.attachments.push_back({a.name, a.content_type, a.body.size()});
             if (!config.listen.public_url.empty()) {
               const auto seg = [](const std::string& v) { return boost::urls::encode(v, boost::urls::unreserved_chars); };

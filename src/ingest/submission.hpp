@@ -30,6 +30,11 @@ struct Submission {
   std::string user_id;   // the submitting user (meta/userID), for exclude_users
   std::string build_id;  // app_change: the build id, when the app was built
   std::shared_ptr<pugi::xml_document> xform;  // kind == xform: the parsed form
+  bool phone_submission = false;  // the request carried X-OpenRosa-Version (HQ's is_phone_submission)
+  std::string submit_ip;          // the client's address
+  // Set when the form replaces an earlier one with its id (an edit): when that one was received,
+  // which the form keeps, as HQ's edited forms do.
+  std::optional<Micros> edit_of_received_on;
 };
 
 // The ids of the cases a submission's blocks touch, in the order first touched.

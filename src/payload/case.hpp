@@ -85,7 +85,8 @@ struct CaseBlock {
 };
 
 // The case blocks of an XForm, in document order. Blocks inside a device report
-// (kDeviceReportNamespace) are skipped. Errors: a block without case_id, malformed blocks.
+// (kDeviceReportNamespace) are skipped, and so are v2 blocks without a case_id attribute (as
+// HQ skips them). Errors: an empty case_id (HQ's IllegalCaseId), malformed blocks.
 // v2: a `case` element in kCaseV2Namespace (any prefix). v1: a `case` element in any other
 // namespace with a case_id child (case_id, date_modified, user_id as children; create's
 // case_type_id is the type and its user_id the user); a `case` without one is form data.

@@ -170,7 +170,8 @@ Result<CaseBlock> read_block(const pugi::xml_node& element, bool v1, std::size_t
     b.user_id = std::string(trim(element.attribute("user_id").value()));
   }
   b.where = describe(number, b.case_id, line);
-  if (b.case_id.empty()) return make_error(b.where + ": the case block has no case_id");
+  // HQ's IllegalCaseId: "case_id must not be empty".
+  if (b.case_id.empty()) return make_error(b.where + ": case_id must not be empty");
   read_actions(element, b);
   return b;
 }
@@ -199,6 +200,8 @@ Result<std::vector<CaseBlock>> find_case_blocks(const pugi::xml_node& form_root,
       const bool is_case = local_of(cur.name()) == "case";
       if (ns == kDeviceReportNamespace) {
         descend = false;  // a phone's logs quote case blocks; they are not transactions
+      } else if (is_case && ns == kCaseV2Namespace && !cur.attribute("case_id")) {
+        descend = false;  // no case_id at all: HQ's has_case_id skips it, and so does repeaterd
       } else if (is_case && (ns == kCaseV2Namespace || child_by_local_name(cur, "case_id"))) {
         auto block = read_block(cur, ns != kCaseV2Namespace, blocks.size() + 1, source);
         if (!block) return block.error();

@@ -89,6 +89,7 @@ std::optional<PhoneTime> parse_phone_time(std::string_view text) {
       fraction += (text[pos] - '0') * scale;  // digits beyond microseconds are dropped (scale 0)
     }
     if (pos == start) return std::nullopt;
+    out.fraction_digits = static_cast<int>(pos - start);
   }
   int offset = 0;
   if (pos < text.size()) {
@@ -109,6 +110,7 @@ std::string normalize_datetime(std::string_view text) {
 std::optional<std::string> adjust_datetime(std::string_view text) {
   const auto t = parse_phone_time(text);
   if (!t || !t->has_time) return std::nullopt;
+  if (t->fraction_digits != 0 && (t->fraction_digits < 3 || t->fraction_digits > 6)) return std::nullopt;
   return format_iso8601(t->utc);
 }
 

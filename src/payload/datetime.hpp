@@ -20,6 +20,7 @@ namespace repeaterd::payload {
 struct PhoneTime {
   Micros utc = 0;       // the instant; a time without an offset is taken as UTC
   bool has_time = false;
+  int fraction_digits = 0;  // digits after the seconds' decimal point, as written
 };
 std::optional<PhoneTime> parse_phone_time(std::string_view text);
 
@@ -28,9 +29,10 @@ std::optional<PhoneTime> parse_phone_time(std::string_view text);
 // not a valid date/time is returned unchanged.
 std::string normalize_datetime(std::string_view text);
 
-// HQ's adjust_datetimes for one string value: a date *and time* becomes UTC ISO 8601 with
-// microseconds; anything else (a date alone, a time alone, "2015-13-01T..", free text) is
-// nullopt and stays as it was.
+// HQ's adjust_datetimes for one string value: a date *and time* that HQ's re_loose_datetime
+// matches (a fraction, when there is one, of 3 to 6 digits) becomes UTC ISO 8601 with
+// microseconds; anything else (a date alone, a time alone, "…:34.1", "2015-13-01T..", free
+// text) is nullopt and stays as it was.
 std::optional<std::string> adjust_datetime(std::string_view text);
 
 // "2015-04-17T20:04:54.950000Z" -> "2015-04-17" (the first ten characters of a normalised time).

@@ -32,7 +32,7 @@ Result<XForm> parse_xform(std::string_view body) {
   if (body.empty()) return make_error("the request body is empty: expected an XForm instance (XML)");
   auto document = std::make_shared<pugi::xml_document>();
   pugi::xml_document& doc = *document;
-  const auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default, pugi::encoding_auto);
+  const auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default | pugi::parse_ws_pcdata_single, pugi::encoding_auto);
   if (!parsed) {
     // pugixml reports a byte offset; people want line and column.
     const auto at = text_position(body, static_cast<std::size_t>(std::max<std::ptrdiff_t>(parsed.offset, 0)));

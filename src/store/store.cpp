@@ -163,13 +163,13 @@ void Store::writer_loop() {
   }
 }
 
-std::optional<std::string> Store::latest_digest(Db& db, const NewPayload& p) {
+std::optional<Store::StoredVersion> Store::latest_version(Db& db, const NewPayload& p) {
   StmtGuard q(db.prepare(
-      "SELECT sha256 FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 ORDER BY id DESC "
-      "LIMIT 1"));
+      "SELECT sha256, received_on FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 "
+      "ORDER BY id DESC LIMIT 1"));
   q->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id);
   if (!q->step()) return std::nullopt;
-  return q->text(0);
+  return StoredVersion{q->text(0), q->int64(1)};
 }
 
 void Store::add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments) {
@@ -248,7 +248,7 @@ void Store::remove_case_forms(Db& db, const std::string& domain, const std::stri
 
 IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRecord>& records, Micros now) {
   const std::string digest = sha256_hex(p.body);
-  if (latest_digest(db, p) == digest) {
+  if (auto latest = latest_version(db, p); latest && latest->digest == digest) {
     IngestResult out;
     out.duplicate = true;
     return out;

@@ -207,10 +207,14 @@ class Store {
   static IngestResult ingest(Db& db, const NewPayload& payload, const std::vector<NewRecord>& records,
                              Micros now);
   // The parts of ingest(), for a caller with work between them (the receiver applies case
-  // blocks): the digest (sha256_hex of the body) of the latest payload stored with the same
-  // domain, type and id (an identical digest: a duplicate; another: an edit), and storing a
-  // payload with its records unconditionally.
-  static std::optional<std::string> latest_digest(Db& db, const NewPayload& payload);
+  // blocks): the latest payload stored with the same domain, type and id (the same digest,
+  // sha256_hex of the body: a duplicate; another: an edit), and storing a payload with its
+  // records unconditionally.
+  struct StoredVersion {
+    std::string digest;
+    Micros received_on = 0;
+  };
+  static std::optional<StoredVersion> latest_version(Db& db, const NewPayload& payload);
   static IngestResult insert(Db& db, const NewPayload& payload, const std::string& digest,
                              const std::vector<NewRecord>& records, Micros now);
   static void add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments);
