@@ -15,7 +15,8 @@ struct IncomingRequest {
   std::string content_type;   // the Content-Type header, or ""
   std::string openrosa_version;  // the X-OpenRosa-Version header (phones send it), or ""
   std::string body;
-  std::string remote;         // peer address, for logs
+  std::string remote;         // peer address and port, for logs
+  std::string remote_address;  // peer address alone (form JSON's submit_ip)
 };
 
 struct Reply {

@@ -263,7 +263,7 @@ Receiver::Read Receiver::read_form(IncomingRequest& request, const std::string& 
   s.payload.app_id = app_id;
   s.payload.received_on = now_micros();
   s.phone_submission = !request.openrosa_version.empty();
-  s.submit_ip = request.remote;
+  s.submit_ip = request.remote_address;
   if (type == "application/json") {
     auto j = payload::parse_json_submission(request.body);
     if (!j) return status_error(400, j.error().message);

@@ -86,11 +86,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   awaitable<void> serve(std::shared_ptr<Session> s) {
     beast::flat_buffer buffer;
-    std::string remote;
+    std::string remote, remote_address;
     {
       beast::error_code ec;
       auto ep = s->stream.socket().remote_endpoint(ec);
-      if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+      if (!ec) {
+        remote_address = ep.address().to_string();
+        remote = remote_address + ":" + std::to_string(ep.port());
+      }
     }
     if (sessions.size() > listen.max_connections) {
       Reply busy = own_error(503, "too many connections; retry shortly", "");
@@ -128,6 +131,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       in.openrosa_version = std::string(req["X-OpenRosa-Version"]);
       in.body = std::move(req.body());
       in.remote = remote;
+      in.remote_address = remote_address;
       const unsigned version = req.version();
       const bool keep_alive = req.keep_alive();
       Reply reply = co_await handler(std::move(in));

@@ -21,11 +21,16 @@ Status validate_indices(const CaseBlock& b) {
   return Ok{};
 }
 
+// HQ runs adjust_datetimes over the whole form before it processes cases: a date and time in
+// any case field reaches the case in UTC (a date alone stays as written).
+std::string adjusted(const std::string& value) { return adjust_datetime(value).value_or(value); }
+
 // The update block's known names change the case's own fields (as CommCare does); everything
 // else is a dynamic property. An empty case_type or date_opened is ignored: a case always has a
 // type and an opening date, and an empty form field is more likely a blank question than intent.
 void apply_update(CaseState& c, const CaseBlock& b) {
-  for (const auto& [name, value] : b.update) {
+  for (const auto& [name, raw] : b.update) {
+    const std::string value = adjusted(raw);
     if (name == "case_type") {
       if (!value.empty()) c.case_type = value;
     } else if (name == "case_name") {
@@ -76,10 +81,10 @@ void apply_form(CaseState& c, bool& exists, const CaseForm& f, const std::string
     if (b.has_create) {
       // A create of a case that exists (a resubmitted form, a second create) refreshes its
       // fields; it does not reopen it or reset when it was opened.
-      if (b.create_case_type && !b.create_case_type->empty()) c.case_type = *b.create_case_type;
-      if (b.create_case_name) c.case_name = *b.create_case_name;
-      if (b.create_owner_id && !b.create_owner_id->empty()) c.owner_id = *b.create_owner_id;
-      if (b.create_external_id) c.external_id = *b.create_external_id;
+      if (b.create_case_type && !b.create_case_type->empty()) c.case_type = adjusted(*b.create_case_type);
+      if (b.create_case_name) c.case_name = adjusted(*b.create_case_name);
+      if (b.create_owner_id && !b.create_owner_id->empty()) c.owner_id = adjusted(*b.create_owner_id);
+      if (b.create_external_id) c.external_id = adjusted(*b.create_external_id);
     }
     apply_update(c, b);
     if (b.has_close) {

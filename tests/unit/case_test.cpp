@@ -744,6 +744,25 @@ TEST(CaseFixtures, OutOfOrderFormsApplyInClientTimeOrder) {
   EXPECT_EQ(in_order.at(id).date_modified, c.date_modified);
 }
 
+// HQ adjusts every date and time of a form before processing its cases (adjust_datetimes), so a
+// property holding one reaches the case in UTC; test_bugs._testCornerCaseDatatypeBugs: a date
+// alone in case_name, case_type or a property stays as written.
+TEST(ApplyCaseBlocks, DateTimesInCaseFieldsAreUtc) {
+  Store store;
+  auto r = store.submit("<f><case xmlns='" + std::string(kCaseV2Namespace) +
+                            "' case_id='c' user_id='u'><create><case_type>2011-11-16</case_type><case_name>"
+                            "2011-11-16T10:08:46.085-05</case_name></create><update><visit>2015-04-17T16:04:54.950-04"
+                            "</visit><dob>2011-11-16</dob><n>4.06</n></update></case></f>",
+                        "f", kSeedNow);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const CaseState& c = store.at("c");
+  EXPECT_EQ(c.case_type, "2011-11-16");
+  EXPECT_EQ(c.case_name, "2011-11-16T15:08:46.085000Z");
+  EXPECT_EQ(c.properties.at("visit"), "2015-04-17T20:04:54.950000Z");
+  EXPECT_EQ(c.properties.at("dob"), "2011-11-16");
+  EXPECT_EQ(c.properties.at("n"), "4.06");
+}
+
 // HQ test_bugs.test_case_block_ordering: updates written before the creates of the same cases
 // in one form are applied after them.
 TEST(ApplyCaseBlocks, CreatesFirstWithinAForm) {
