@@ -62,7 +62,7 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
   StoredCases source(db, p.domain);
   auto changes = payload::process_case_blocks(in, source);
   if (!changes) return changes.error();  // nothing was written
-  if (edit) store::Store::remove_case_forms(db, p.domain, p.payload_id);
+  if (edit) store::Store::remove_case_forms(db, p.domain, p.payload_id, in.also_rebuild);
   for (auto& c : *changes) {
     store::Store::save_case(db, p.domain,
                             {c.state.case_id, c.state.case_type, c.state.closed, c.state.server_modified_on,

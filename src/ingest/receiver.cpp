@@ -398,7 +398,10 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
       out.rejected = changes.error().message;
       return out;
     }
-    for (auto& c : *changes) cases->push_back(std::move(c.state));
+    for (auto& c : *changes) {
+      if (!c.form.blocks.empty()) sub.payload.case_ids.push_back(c.state.case_id);
+      cases->push_back(std::move(c.state));
+    }
     *records = make_records(*config, sub, *cases, now);
     out = store::Store::insert(db, sub.payload, digest, *records, now);
     store::Store::add_attachments(db, out.payload_row, sub.attachments);

@@ -175,8 +175,6 @@ Result<CaseState> case_from_storage_json(std::string_view text) {
 
 namespace {
 
-json optional_text(const std::optional<std::string>& v) { return v ? json(*v) : json(nullptr); }
-
 std::optional<std::string> optional_text(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
@@ -185,31 +183,27 @@ std::optional<std::string> optional_text(const json& j, const char* key) {
 
 }  // namespace
 
+// Compact: one row per case and form is written with every form, so only what a block says is
+// kept (no defaults, no error-message position).
 std::string blocks_to_storage_json(const std::vector<CaseBlock>& blocks) {
   json out = json::array();
   for (const auto& b : blocks) {
-    json index = json::array();
+    json e = {{"case_id", b.case_id}};
+    if (!b.user_id.empty()) e["user_id"] = b.user_id;
+    if (!b.date_modified.empty()) e["date_modified"] = b.date_modified;
+    if (b.v1) e["v1"] = true;
+    if (b.has_create) e["create"] = true;
+    if (b.create_case_type) e["case_type"] = *b.create_case_type;
+    if (b.create_case_name) e["case_name"] = *b.create_case_name;
+    if (b.create_owner_id) e["owner_id"] = *b.create_owner_id;
+    if (b.create_external_id) e["external_id"] = *b.create_external_id;
+    if (!b.update.empty()) e["update"] = b.update;
+    if (b.has_close) e["close"] = true;
     for (const auto& [identifier, i] : b.index) {
-      index.push_back({identifier, i.case_type, i.case_id, i.relationship});
+      e["index"].push_back({identifier, i.case_type, i.case_id, i.relationship});
     }
-    json attachment = json::array();
-    for (const auto& [name, a] : b.attachment) attachment.push_back({name, a.src, a.from, a.name});
-    out.push_back({
-        {"case_id", b.case_id},
-        {"user_id", b.user_id},
-        {"date_modified", b.date_modified},
-        {"v1", b.v1},
-        {"create", b.has_create},
-        {"case_type", optional_text(b.create_case_type)},
-        {"case_name", optional_text(b.create_case_name)},
-        {"owner_id", optional_text(b.create_owner_id)},
-        {"external_id", optional_text(b.create_external_id)},
-        {"update", b.update},
-        {"close", b.has_close},
-        {"index", std::move(index)},
-        {"attachment", std::move(attachment)},
-        {"where", b.where},
-    });
+    for (const auto& [name, a] : b.attachment) e["attachment"].push_back({name, a.src, a.from, a.name});
+    out.push_back(std::move(e));
   }
   return dump(out);
 }
@@ -219,29 +213,32 @@ Result<std::vector<CaseBlock>> blocks_from_storage_json(std::string_view text) {
   if (j.is_discarded() || !j.is_array()) return make_error("stored case blocks are not a JSON array");
   try {
     std::vector<CaseBlock> out;
+    const json none = json::array();
     for (const auto& e : j) {
       CaseBlock b;
       b.case_id = e.at("case_id").get<std::string>();
-      b.user_id = e.at("user_id").get<std::string>();
-      b.date_modified = e.at("date_modified").get<std::string>();
-      b.v1 = e.at("v1").get<bool>();
-      b.has_create = e.at("create").get<bool>();
+      b.user_id = e.value("user_id", "");
+      b.date_modified = e.value("date_modified", "");
+      b.v1 = e.value("v1", false);
+      b.has_create = e.value("create", false);
       b.create_case_type = optional_text(e, "case_type");
       b.create_case_name = optional_text(e, "case_name");
       b.create_owner_id = optional_text(e, "owner_id");
       b.create_external_id = optional_text(e, "external_id");
-      b.update = e.at("update").get<std::vector<std::pair<std::string, std::string>>>();
-      b.has_close = e.at("close").get<bool>();
-      for (const auto& i : e.at("index")) {
+      b.update = e.value("update", std::vector<std::pair<std::string, std::string>>{});
+      b.has_close = e.value("close", false);
+      const json& index = e.contains("index") ? e.at("index") : none;
+      for (const auto& i : index) {
         b.index.emplace_back(i.at(0).get<std::string>(), CaseIndex{i.at(1).get<std::string>(), i.at(2).get<std::string>(),
                                                                    i.at(3).get<std::string>()});
       }
-      for (const auto& a : e.at("attachment")) {
+      const json& attachment = e.contains("attachment") ? e.at("attachment") : none;
+      for (const auto& a : attachment) {
         b.attachment.emplace_back(a.at(0).get<std::string>(), CaseAttachment{a.at(1).get<std::string>(),
                                                                             a.at(2).get<std::string>(),
                                                                             a.at(3).get<std::string>()});
       }
-      b.where = e.value("where", "");
+      b.where = "case block (case_id \"" + b.case_id + "\")";
       out.push_back(std::move(b));
     }
     return out;

@@ -133,25 +133,30 @@ CREATE INDEX notifications_unsent ON notifications(connection, id) WHERE email I
 )sql",
     // 4: each case's forms (HQ's case transactions): one row per (case, form) with that form's
     // blocks for the case, so that a case can be rebuilt from the forms that stand and adding a
-    // form to a case does not rewrite a list of every form before it. Cases stored before this
-    // keep their state as the base a rebuild starts from, and their forms as rows with no blocks.
+    // form to a case does not rewrite a list of every form before it. WITHOUT ROWID, keyed by
+    // the case and arrival: a new row is one B-tree insert. A case's first form is kept in its
+    // own row (cases.first_form) instead: most cases are opened by one form and seldom touched
+    // again, and a column of a row being written anyway costs a commit no page.
+    // A form's payload row lists the cases it touched, for an edit to find them. Cases stored
+    // before this keep their state as the base a rebuild starts from, and their forms as rows
+    // with no blocks.
     R"sql(
 CREATE TABLE case_forms (
-  id          INTEGER PRIMARY KEY,
   domain      TEXT    NOT NULL,
   case_id     TEXT    NOT NULL,
+  server_date INTEGER NOT NULL,             -- when the form was received (arrival order)
   form_id     TEXT    NOT NULL,
-  server_date INTEGER NOT NULL,
   user_id     TEXT    NOT NULL DEFAULT '',  -- the form's meta/userID
-  blocks      TEXT    NOT NULL              -- payload::blocks_to_storage_json
-) STRICT;
-CREATE INDEX case_forms_by_case ON case_forms(domain, case_id, id);
-CREATE INDEX case_forms_by_form ON case_forms(domain, form_id);
+  blocks      TEXT    NOT NULL,             -- payload::blocks_to_storage_json
+  PRIMARY KEY (domain, case_id, server_date, form_id)
+) STRICT, WITHOUT ROWID;
 
+ALTER TABLE payloads ADD COLUMN case_ids TEXT;  -- JSON array of the cases a form touched
 ALTER TABLE cases ADD COLUMN base TEXT;
-INSERT INTO case_forms (domain, case_id, form_id, server_date, blocks)
-  SELECT c.domain, c.case_id, x.value, c.server_modified_on, '[]'
-  FROM cases c, json_each(c.state, '$.xform_ids') x ORDER BY c.domain, c.case_id, x.key;
+ALTER TABLE cases ADD COLUMN first_form TEXT;  -- {"form_id","user_id","server_date","blocks"}
+INSERT INTO case_forms (domain, case_id, server_date, form_id, blocks)
+  SELECT c.domain, c.case_id, COALESCE(json_extract(c.state, '$.server_opened_on'), 0) + x.key, x.value, '[]'
+  FROM cases c, json_each(c.state, '$.xform_ids') x;
 UPDATE cases SET base = json_remove(state, '$.xform_ids'), state = json_remove(state, '$.xform_ids');
 )sql",
 };
@@ -160,7 +165,7 @@ UPDATE cases SET base = json_remove(state, '$.xform_ids'), state = json_remove(s
 
 int schema_version() { return static_cast<int>(kMigrations.size()); }
 
-void migrate(Db& db) {
+void migrate(Db& db, int target) {
   auto& get = db.prepare("PRAGMA user_version");
   get.step();
   const auto have = get.int64(0);
@@ -170,11 +175,11 @@ void migrate(Db& db) {
                                         " is newer than this repeaterd understands (" +
                                         std::to_string(schema_version()) + "); upgrade repeaterd");
   }
-  if (have == schema_version()) return;
+  if (have >= target) return;
   db.exec("BEGIN IMMEDIATE");
   try {
-    for (auto v = have; v < schema_version(); ++v) db.exec(kMigrations[static_cast<std::size_t>(v)]);
-    db.exec(("PRAGMA user_version = " + std::to_string(schema_version())).c_str());
+    for (auto v = have; v < target; ++v) db.exec(kMigrations[static_cast<std::size_t>(v)]);
+    db.exec(("PRAGMA user_version = " + std::to_string(target)).c_str());
     db.exec("COMMIT");
   } catch (...) {
     db.exec("ROLLBACK");

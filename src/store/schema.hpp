@@ -9,6 +9,8 @@ class Db;
 int schema_version();
 
 // Brings `db` up to schema_version(); refuses a database from a newer repeaterd.
-void migrate(Db& db);
+// Applies the migrations the database lacks, up to `target` (tests build older schemas with it).
+void migrate(Db& db, int target);
+inline void migrate(Db& db) { migrate(db, schema_version()); }
 
 }  // namespace repeaterd::store

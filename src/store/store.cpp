@@ -6,6 +6,8 @@
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <tuple>
+#include <nlohmann/json.hpp>
 
 #include "common/ids.hpp"
 #include "store/schema.hpp"
@@ -207,43 +209,94 @@ void Store::save_case(Db& db, const std::string& domain, const StoredCase& c) {
   up->run();
 }
 
-std::vector<StoredCaseForm> Store::case_forms(Db& db, const std::string& domain, const std::string& case_id) {
-  StmtGuard q(db.prepare(
-      "SELECT form_id, user_id, server_date, blocks FROM case_forms WHERE domain = ?1 AND case_id = ?2 ORDER BY id"));
+namespace {
+
+// cases.first_form <-> StoredCaseForm.
+std::string first_form_json(const StoredCaseForm& f) {
+  return nlohmann::json{{"form_id", f.form_id}, {"user_id", f.user_id}, {"server_date", f.server_date},
+                        {"blocks", f.blocks_json}}
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::optional<StoredCaseForm> first_form_of(Db& db, const std::string& domain, const std::string& case_id) {
+  StmtGuard q(db.prepare("SELECT first_form FROM cases WHERE domain = ?1 AND case_id = ?2"));
   q->bind(1, domain).bind(2, case_id);
+  if (!q->step() || q->is_null(0)) return std::nullopt;
+  const auto j = nlohmann::json::parse(q->text(0), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) throw SqliteError(SQLITE_CORRUPT, "case " + case_id + ": first_form is not a JSON object");
+  try {
+    return StoredCaseForm{j.at("form_id").get<std::string>(), j.at("user_id").get<std::string>(),
+                          j.at("server_date").get<Micros>(), j.at("blocks").get<std::string>()};
+  } catch (const nlohmann::json::exception& e) {
+    throw SqliteError(SQLITE_CORRUPT, "case " + case_id + ": first_form is corrupt: " + e.what());
+  }
+}
+
+}  // namespace
+
+std::vector<StoredCaseForm> Store::case_forms(Db& db, const std::string& domain, const std::string& case_id) {
   std::vector<StoredCaseForm> out;
+  if (auto first = first_form_of(db, domain, case_id)) out.push_back(std::move(*first));
+  StmtGuard q(db.prepare(
+      "SELECT form_id, user_id, server_date, blocks FROM case_forms WHERE domain = ?1 AND case_id = ?2 "
+      "ORDER BY server_date, form_id"));
+  q->bind(1, domain).bind(2, case_id);
   while (q->step()) out.push_back({q->text(0), q->text(1), q->int64(2), q->text(3)});
+  std::stable_sort(out.begin(), out.end(), [](const StoredCaseForm& a, const StoredCaseForm& b) {
+    return std::tie(a.server_date, a.form_id) < std::tie(b.server_date, b.form_id);
+  });
   return out;
 }
 
 std::vector<std::string> Store::case_form_ids(Db& db, const std::string& domain, const std::string& case_id) {
-  StmtGuard q(db.prepare("SELECT form_id FROM case_forms WHERE domain = ?1 AND case_id = ?2 ORDER BY id"));
-  q->bind(1, domain).bind(2, case_id);
   std::vector<std::string> out;
-  while (q->step()) out.push_back(q->text(0));
+  for (auto& f : case_forms(db, domain, case_id)) out.push_back(std::move(f.form_id));
   return out;
 }
 
 void Store::add_case_form(Db& db, const std::string& domain, const std::string& case_id, const StoredCaseForm& f) {
+  // The case's first form goes into its own row, which save_case has just written.
+  StmtGuard first(db.prepare(
+      "UPDATE cases SET first_form = ?3 WHERE domain = ?1 AND case_id = ?2 AND first_form IS NULL AND base IS NULL "
+      "AND NOT EXISTS (SELECT 1 FROM case_forms WHERE domain = ?1 AND case_id = ?2)"));
+  first->bind(1, domain).bind(2, case_id).bind(3, first_form_json(f));
+  if (first->run() > 0) return;
   StmtGuard ins(db.prepare(
-      "INSERT INTO case_forms (domain, case_id, form_id, server_date, user_id, blocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
-  ins->bind(1, domain).bind(2, case_id).bind(3, f.form_id).bind(4, f.server_date).bind(5, f.user_id);
+      "INSERT INTO case_forms (domain, case_id, server_date, form_id, user_id, blocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+  ins->bind(1, domain).bind(2, case_id).bind(3, f.server_date).bind(4, f.form_id).bind(5, f.user_id);
   ins->bind(6, f.blocks_json);
   ins->run();
 }
 
 std::vector<std::string> Store::cases_of_form(Db& db, const std::string& domain, const std::string& form_id) {
-  StmtGuard q(db.prepare("SELECT DISTINCT case_id FROM case_forms WHERE domain = ?1 AND form_id = ?2 ORDER BY case_id"));
+  StmtGuard q(db.prepare(
+      "SELECT case_ids FROM payloads WHERE domain = ?1 AND payload_type = 'form' AND payload_id = ?2 "
+      "ORDER BY id DESC LIMIT 1"));
   q->bind(1, domain).bind(2, form_id);
+  if (!q->step() || q->is_null(0)) return {};
+  const auto ids = nlohmann::json::parse(q->text(0), nullptr, /*allow_exceptions=*/false);
   std::vector<std::string> out;
-  while (q->step()) out.push_back(q->text(0));
+  if (!ids.is_array()) return out;
+  for (const auto& id : ids) {
+    if (id.is_string()) out.push_back(id.get<std::string>());
+  }
   return out;
 }
 
-void Store::remove_case_forms(Db& db, const std::string& domain, const std::string& form_id) {
-  StmtGuard del(db.prepare("DELETE FROM case_forms WHERE domain = ?1 AND form_id = ?2"));
-  del->bind(1, domain).bind(2, form_id);
-  del->run();
+void Store::remove_case_forms(Db& db, const std::string& domain, const std::string& form_id,
+                              const std::vector<std::string>& case_ids) {
+  StmtGuard del(db.prepare("DELETE FROM case_forms WHERE domain = ?1 AND case_id = ?2 AND form_id = ?3"));
+  StmtGuard first(db.prepare(
+      "UPDATE cases SET first_form = NULL WHERE domain = ?1 AND case_id = ?2 "
+      "AND json_extract(first_form, '$.form_id') = ?3"));
+  for (const auto& case_id : case_ids) {
+    del->bind(1, domain).bind(2, case_id).bind(3, form_id);
+    del->run();
+    del->reset();
+    first->bind(1, domain).bind(2, case_id).bind(3, form_id);
+    first->run();
+    first->reset();
+  }
 }
 
 IngestResult Store::ingest(Db& db, const NewPayload& p, const std::vector<NewRecord>& records, Micros now) {
@@ -262,9 +315,14 @@ IngestResult Store::insert(Db& db, const NewPayload& p, const std::string& diges
   {
     StmtGuard ins(db.prepare(
         "INSERT INTO payloads (domain, payload_type, payload_id, xmlns, app_id, content_type, body, sha256, "
-        "received_on) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
+        "received_on, case_ids) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
     ins->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id).bind(4, p.xmlns).bind(5, p.app_id);
     ins->bind(6, p.content_type).bind_blob(7, p.body).bind(8, digest).bind(9, p.received_on);
+    if (p.case_ids.empty()) {
+      ins->bind_null(10);
+    } else {
+      ins->bind(10, nlohmann::json(p.case_ids).dump());
+    }
     ins->run();
   }
   const std::int64_t payload_row = db.last_insert_rowid();

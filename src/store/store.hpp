@@ -41,6 +41,7 @@ struct NewPayload {
   std::string content_type;
   std::string body;
   Micros received_on = 0;
+  std::vector<std::string> case_ids;  // forms: the cases its blocks touched (an edit finds them here)
 };
 
 // One record to create with a payload: what to send is fixed now, at creation.
@@ -228,9 +229,11 @@ class Store {
   static std::vector<StoredCaseForm> case_forms(Db& db, const std::string& domain, const std::string& case_id);
   static std::vector<std::string> case_form_ids(Db& db, const std::string& domain, const std::string& case_id);
   static void add_case_form(Db& db, const std::string& domain, const std::string& case_id, const StoredCaseForm& f);
-  // The cases form_id touched, and removing it from them (an edit replaces it).
+  // The cases the latest stored version of form_id touched, and removing that form from them
+  // (an edit replaces it).
   static std::vector<std::string> cases_of_form(Db& db, const std::string& domain, const std::string& form_id);
-  static void remove_case_forms(Db& db, const std::string& domain, const std::string& form_id);
+  static void remove_case_forms(Db& db, const std::string& domain, const std::string& form_id,
+                                const std::vector<std::string>& case_ids);
   // Claims up to `limit` due records of `repeaters`, oldest due first.
   // Each claimed record gets an 'in_flight' attempt row with a fresh request id. Without
   // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).

@@ -62,6 +62,15 @@ def canonical(xml: bytes | str) -> str:
     return ET.canonicalize(xml_data=xml, strip_text=True)
 
 
+
+# A case's forms: its first form sits in its own row (cases.first_form), later ones in case_forms.
+ALL_CASE_FORMS_ROWS = (
+    "SELECT json_extract(first_form, '$.form_id') AS form_id, domain, case_id, "
+    "json_extract(first_form, '$.server_date') AS server_date, json_extract(first_form, '$.user_id') AS user_id, "
+    "json_extract(first_form, '$.blocks') AS blocks FROM cases WHERE first_form IS NOT NULL "
+    "UNION ALL SELECT form_id, domain, case_id, server_date, user_id, blocks FROM case_forms")
+ALL_CASE_FORMS = "SELECT form_id, server_date FROM (" + ALL_CASE_FORMS_ROWS + ")"
+
 class CaseTestBase(DaemonTestCase):
     """A daemon per test with a form repeater (xml) and a case repeater (json) to one loopback
     endpoint (and, with CASE_XML, a second case repeater in xml), plus the helpers that read
@@ -83,10 +92,10 @@ class CaseTestBase(DaemonTestCase):
     def form(self, body: bytes, records: int | None = None, status: int = 201) -> dict:
         return self.assertSubmitted(self.d.submit(body), status, records)
 
-    def xform_ids(self, case_id: str) -> list[str]:
+    def xform_ids(self, case_id: str) -> list[str]:  # noqa: D102
         """The case's forms, as the store derives them (case_forms, in the order they came)."""
-        return [r[0] for r in self.d.db.query("SELECT form_id FROM case_forms WHERE domain = 'demo' AND "
-                                              "case_id = ? ORDER BY id", (case_id,))]
+        return [r[0] for r in self.d.db.query(ALL_CASE_FORMS + " WHERE domain = 'demo' AND case_id = ? "
+                                              "ORDER BY server_date, form_id", (case_id,))]
 
     def case(self, case_id: str) -> dict:
         """The stored state, with "xform_ids" added from case_forms."""
@@ -157,8 +166,8 @@ class CaseTestBase(DaemonTestCase):
     def snapshot(self) -> dict:
         """db.snapshot() plus the case_forms table (what a case is rebuilt from)."""
         s = self.d.db.snapshot()
-        s["case_forms"] = self.d.db.query("SELECT domain, case_id, form_id, server_date, user_id, blocks "
-                                          "FROM case_forms ORDER BY id")
+        s["case_forms"] = self.d.db.query("SELECT domain, case_id, form_id, server_date, user_id, blocks FROM ("
+                                          + ALL_CASE_FORMS_ROWS + ") ORDER BY domain, case_id, server_date, form_id")
         return s
 
     def rejected(self, resp, reason_re: str, before: dict) -> str:

@@ -9,6 +9,7 @@
 #include <latch>
 
 #include "common/ids.hpp"
+#include "store/schema.hpp"
 #include "store/sqlite.hpp"
 
 namespace repeaterd::store {
@@ -258,6 +259,51 @@ TEST_F(StoreTest, PurgeRemovesOnlyOldFinishedRecordsAndUnusedPayloads) {
   EXPECT_EQ(count("SELECT COUNT(*) FROM attempts"), 0);
   EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE payload_id = 'live'"), 1);
   EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE payload_id = 'old'"), 0);
+}
+
+// Schema 4 moved a case's forms out of its state into case_forms. A case stored before keeps its
+// state as the base of rebuilds, and its forms become rows (in their order) with no blocks.
+TEST_F(StoreTest, Schema4KeepsTheCasesStoredBefore) {
+  {
+    Db db(path_, Db::Mode::read_write);
+    migrate(db, 3);
+    db.exec(R"(INSERT INTO cases (domain, case_id, case_type, closed, server_modified_on, state) VALUES
+      ('demo', 'c1', 't', 0, 50, '{"case_id":"c1","server_opened_on":10,"xform_ids":["f-b","f-a","f-c"],"properties":{"p":"1"}}'))");
+  }
+  auto s = open();
+  auto got = run<std::pair<std::vector<std::string>, std::optional<StoredCase>>>(*s, [](Db& db) {
+    return std::pair{Store::case_form_ids(db, "demo", "c1"), Store::load_case(db, "demo", "c1")};
+  });
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->first, (std::vector<std::string>{"f-b", "f-a", "f-c"}));
+  ASSERT_TRUE(got->second.has_value());
+  ASSERT_TRUE(got->second->base_json.has_value());
+  EXPECT_EQ(got->second->base_json->find("xform_ids"), std::string::npos) << *got->second->base_json;
+  EXPECT_NE(got->second->base_json->find("\"p\":\"1\""), std::string::npos) << *got->second->base_json;
+  EXPECT_EQ(got->second->state_json.find("xform_ids"), std::string::npos);
+}
+
+// Adding a form to a case writes one row, found again in arrival order; an edit finds the cases
+// of the form's latest version on its payload row.
+TEST_F(StoreTest, CaseFormsAndTheCasesOfAForm) {
+  auto s = open();
+  auto got = run<std::vector<std::string>>(*s, [](Db& db) {
+    for (int i = 0; i < 3; ++i) {
+      Store::add_case_form(db, "demo", "c", {"f" + std::to_string(i), "u", Micros{100 - i}, "[]"});
+    }
+    NewPayload p = form("f9");
+    p.case_ids = {"c", "d"};
+    Store::insert(db, p, "x", {}, 1);
+    return Store::cases_of_form(db, "demo", "f9");
+  });
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(*got, (std::vector<std::string>{"c", "d"}));
+  auto ids = run<std::vector<std::string>>(*s, [](Db& db) {
+    Store::remove_case_forms(db, "demo", "f1", {"c"});
+    return Store::case_form_ids(db, "demo", "c");
+  });
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<std::string>{"f2", "f0"}));  // by server_date
 }
 
 }  // namespace
