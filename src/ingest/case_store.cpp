@@ -48,7 +48,8 @@ class StoredCases final : public payload::CaseSource {
 
 }  // namespace
 
-Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, const Submission& s, bool edit,
+Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, const Submission& s,
+                                                              const std::vector<std::string>* edited_cases,
                                                               bool with_xform_ids) {
   const auto& p = s.payload;
   payload::CaseSubmission in;
@@ -57,12 +58,12 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
   in.form_user_id = s.user_id;
   in.now = p.received_on;
   in.blocks = s.case_blocks;
-  in.edit = edit;
-  if (edit) in.also_rebuild = store::Store::cases_of_form(db, p.domain, p.payload_id);
+  in.edit = edited_cases != nullptr;
+  if (in.edit) in.also_rebuild = *edited_cases;
   StoredCases source(db, p.domain);
   auto changes = payload::process_case_blocks(in, source);
   if (!changes) return changes.error();  // nothing was written
-  if (edit) store::Store::remove_case_forms(db, p.domain, p.payload_id, in.also_rebuild);
+  if (in.edit) store::Store::remove_case_forms(db, p.domain, p.payload_id, in.also_rebuild);
   for (auto& c : *changes) {
     store::Store::save_case(db, p.domain,
                             {c.state.case_id, c.state.case_type, c.state.closed, c.state.server_modified_on,

@@ -55,10 +55,12 @@ Reply xml_reply(int status, bool success, const std::string& message, const std:
   return r;
 }
 
+// Messages quote request targets, decoded paths, form ids and attachment names, which need not
+// be UTF-8: bad bytes are replaced rather than thrown on by dump().
 Reply json_error(int status, const std::string& message) {
   Reply r;
   r.status = status;
-  r.body = nlohmann::json{{"error", message}}.dump() + "\n";
+  r.body = nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   return r;
 }
 
@@ -146,12 +148,13 @@ Route route(const boost::urls::url_view& url) {
 }
 
 Reply error_for(Endpoint e, int status, const std::string& message) {
-  if (e == Endpoint::receiver) return xml_reply(status, false, message);
-  // Messages quote decoded paths, form ids and attachment names, which need not be UTF-8:
-  // replace bad bytes rather than throw from dump().
-  Reply r;
-  r.status = status;
-  r.body = nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return e == Endpoint::receiver ? xml_reply(status, false, message) : json_error(status, message);
+}
+
+// The store could not do its job (disk full, locked): 503, and when to try again.
+Reply store_unavailable(Endpoint e, const std::string& message) {
+  Reply r = error_for(e, 503, message);
+  r.headers.emplace_back("Retry-After", "30");
   return r;
 }
 
@@ -393,7 +396,8 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
     }
     // The same id with other bytes: an edit, which replaces the earlier form's case blocks.
     if (latest) sub.edit_of_received_on = latest->received_on;
-    auto changes = apply_and_save_cases(db, sub, latest.has_value(), needs_xform_ids(*config));
+    const std::vector<std::string>* edited_cases = latest ? &latest->case_ids : nullptr;
+    auto changes = apply_and_save_cases(db, sub, edited_cases, needs_xform_ids(*config));
     if (!changes) {
       out.rejected = changes.error().message;
       return out;
@@ -411,11 +415,9 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
   const auto& p = shared->payload;
   if (!stored.ok()) {
     spdlog::error("ingest: {} {} not stored: {}", p.payload_type, p.payload_id, stored.error().message);
-    Reply r = error_for(xml_client ? Endpoint::receiver : Endpoint::cases, 503,
-                        "the submission could not be stored (" + stored.error().message +
-                            "); nothing was kept, submit it again later");
-    r.headers.emplace_back("Retry-After", "30");
-    co_return r;
+    co_return store_unavailable(xml_client ? Endpoint::receiver : Endpoint::cases,
+                                "the submission could not be stored (" + stored.error().message +
+                                    "); nothing was kept, submit it again later");
   }
   if (!stored->rejected.empty()) {
     co_return error_for(xml_client ? Endpoint::receiver : Endpoint::cases, 422,
@@ -457,10 +459,8 @@ boost::asio::awaitable<Reply> Receiver::serve_attachment(std::string domain, std
   auto found = co_await store::async_run<store::AttachmentLookup>(store_, std::move(job));
   if (!found.ok()) {
     spdlog::error("ingest: attachment \"{}\" of form {} not read: {}", name, form_id, found.error().message);
-    Reply r = error_for(Endpoint::attachment, 503,
-                        "the attachment could not be read (" + found.error().message + "); try again later");
-    r.headers.emplace_back("Retry-After", "30");
-    co_return r;
+    co_return store_unavailable(Endpoint::attachment,
+                                "the attachment could not be read (" + found.error().message + "); try again later");
   }
   if (!found->form_found) {
     co_return error_for(Endpoint::attachment, 404,

@@ -196,7 +196,6 @@ Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, Cas
       auto built = rebuild(id, s.domain, source.base(id), std::move(forms));
       if (!built) continue;  // an edit took away the only form that touched it: leave it be
       change.state = std::move(*built);
-      change.rebuilt = true;
     } else {
       bool exists = current.has_value();
       change.state = current ? std::move(*current) : CaseState{};

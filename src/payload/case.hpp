@@ -9,7 +9,6 @@
 // (times are passed in).
 #pragma once
 
-#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -137,8 +136,7 @@ struct CaseSubmission {
 
 struct CaseChange {
   CaseState state;
-  CaseForm form;         // this submission's blocks for the case (none when it was only rebuilt)
-  bool rebuilt = false;  // rebuilt from its forms rather than updated in place
+  CaseForm form;  // this submission's blocks for the case (none when it was only rebuilt)
 };
 
 // Applies a submission's blocks as leniently as CommCare HQ does (spec §3):

@@ -167,11 +167,19 @@ void Store::writer_loop() {
 
 std::optional<Store::StoredVersion> Store::latest_version(Db& db, const NewPayload& p) {
   StmtGuard q(db.prepare(
-      "SELECT sha256, received_on FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 "
+      "SELECT sha256, received_on, case_ids FROM payloads WHERE domain = ?1 AND payload_type = ?2 AND payload_id = ?3 "
       "ORDER BY id DESC LIMIT 1"));
   q->bind(1, p.domain).bind(2, p.payload_type).bind(3, p.payload_id);
   if (!q->step()) return std::nullopt;
-  return StoredVersion{q->text(0), q->int64(1)};
+  StoredVersion out{q->text(0), q->int64(1), {}};
+  if (!q->is_null(2)) {
+    const auto ids = nlohmann::json::parse(q->text(2), nullptr, /*allow_exceptions=*/false);
+    if (!ids.is_array()) throw SqliteError(SQLITE_CORRUPT, "payload " + p.payload_id + ": case_ids is not a JSON array");
+    for (const auto& id : ids) {
+      if (id.is_string()) out.case_ids.push_back(id.get<std::string>());
+    }
+  }
+  return out;
 }
 
 void Store::add_attachments(Db& db, std::int64_t payload_row, const std::vector<NewAttachment>& attachments) {
@@ -266,21 +274,6 @@ void Store::add_case_form(Db& db, const std::string& domain, const std::string& 
   ins->bind(1, domain).bind(2, case_id).bind(3, f.server_date).bind(4, f.form_id).bind(5, f.user_id);
   ins->bind(6, f.blocks_json);
   ins->run();
-}
-
-std::vector<std::string> Store::cases_of_form(Db& db, const std::string& domain, const std::string& form_id) {
-  StmtGuard q(db.prepare(
-      "SELECT case_ids FROM payloads WHERE domain = ?1 AND payload_type = 'form' AND payload_id = ?2 "
-      "ORDER BY id DESC LIMIT 1"));
-  q->bind(1, domain).bind(2, form_id);
-  if (!q->step() || q->is_null(0)) return {};
-  const auto ids = nlohmann::json::parse(q->text(0), nullptr, /*allow_exceptions=*/false);
-  std::vector<std::string> out;
-  if (!ids.is_array()) return out;
-  for (const auto& id : ids) {
-    if (id.is_string()) out.push_back(id.get<std::string>());
-  }
-  return out;
 }
 
 void Store::remove_case_forms(Db& db, const std::string& domain, const std::string& form_id,

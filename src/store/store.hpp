@@ -214,6 +214,7 @@ class Store {
   struct StoredVersion {
     std::string digest;
     Micros received_on = 0;
+    std::vector<std::string> case_ids;  // NewPayload::case_ids (an edit rebuilds these cases)
   };
   static std::optional<StoredVersion> latest_version(Db& db, const NewPayload& payload);
   static IngestResult insert(Db& db, const NewPayload& payload, const std::string& digest,
@@ -229,9 +230,7 @@ class Store {
   static std::vector<StoredCaseForm> case_forms(Db& db, const std::string& domain, const std::string& case_id);
   static std::vector<std::string> case_form_ids(Db& db, const std::string& domain, const std::string& case_id);
   static void add_case_form(Db& db, const std::string& domain, const std::string& case_id, const StoredCaseForm& f);
-  // The cases the latest stored version of form_id touched, and removing that form from them
-  // (an edit replaces it).
-  static std::vector<std::string> cases_of_form(Db& db, const std::string& domain, const std::string& form_id);
+  // Removes form_id from the forms of `case_ids` (an edit replaces it).
   static void remove_case_forms(Db& db, const std::string& domain, const std::string& form_id,
                                 const std::vector<std::string>& case_ids);
   // Claims up to `limit` due records of `repeaters`, oldest due first.

@@ -997,3 +997,21 @@ def first_difference(a: str, b: str) -> str:
         if x != y:
             return f"line {i + 1}:\n  committed: {x}\n  now:       {y}"
     return "(only line endings differ)"
+
+
+# HQ's expected case XML in casexml/apps/case/tests/test_v2_parsing.py testParseWithIndices
+# (version 78dbc61f), verbatim.
+HQ_PARSE_WITH_INDICES_XML = """<case case_id="foo-case-id" date_modified="2011-12-07T13:42:50.000000Z" user_id="bar-user-id" xmlns="http://commcarehq.org/case/transaction/v2">
+        <create>
+            <case_type>v2_case_type</case_type>
+            <case_name>test case name</case_name>
+            <owner_id>bar-user-id</owner_id>
+        </create>
+        <update>
+            <date_opened>2011-12-06</date_opened>
+        </update>
+        <index>
+            <baz_ref case_type="bop">some_other_referenced_id</baz_ref>
+            <foo_ref case_type="bar">some_referenced_id</foo_ref>
+        </index>
+    </case>"""

@@ -19,7 +19,7 @@ import unittest
 import uuid
 import xml.etree.ElementTree as ET
 
-from harness import (CASE_V2_NS, UUID_RE, DaemonTestCase, connection, fixture, typed_repeater,
+from harness import (CASE_V2_NS, HQ_PARSE_WITH_INDICES_XML, UUID_RE, DaemonTestCase, connection, fixture, typed_repeater,
                      with_meta)
 
 # The stored state JSON (cases.state) has exactly these keys. xform_ids is not among them: the
@@ -655,24 +655,6 @@ class CaseStoreTest(CaseTestBase):
             self.assertIsNone(self.d.db.case(case_id), case_id)
         self.assertCase("existing-case", properties={}, xform_ids=[before["case_forms"][0][2]])
         self.ep.assert_quiet(2, 0.3)
-
-
-# HQ's expected case XML in casexml/apps/case/tests/test_v2_parsing.py testParseWithIndices
-# (version 78dbc61f), verbatim.
-HQ_PARSE_WITH_INDICES_XML = """<case case_id="foo-case-id" date_modified="2011-12-07T13:42:50.000000Z" user_id="bar-user-id" xmlns="http://commcarehq.org/case/transaction/v2">
-        <create>
-            <case_type>v2_case_type</case_type>
-            <case_name>test case name</case_name>
-            <owner_id>bar-user-id</owner_id>
-        </create>
-        <update>
-            <date_opened>2011-12-06</date_opened>
-        </update>
-        <index>
-            <baz_ref case_type="bop">some_other_referenced_id</baz_ref>
-            <foo_ref case_type="bar">some_referenced_id</foo_ref>
-        </index>
-    </case>"""
 
 
 class HqGoldenTest(CaseTestBase):

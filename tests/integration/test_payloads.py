@@ -35,7 +35,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from harness import (SharedDaemonTest, check_generated_doc, CASE_V2_NS, ISO_MICRO_Z_RE, OTHER_TOKEN, SEED_APP_ID,
+from harness import (SharedDaemonTest, check_generated_doc, CASE_V2_NS, HQ_PARSE_WITH_INDICES_XML, ISO_MICRO_Z_RE, OTHER_TOKEN, SEED_APP_ID,
                      SEED_CASE_ID, SEED_INSTANCE_ID, SEED_USER_ID, SEED_XMLNS, SOURCE_DIR, TOKEN, UUID_RE, Daemon,
                      DaemonTestCase, Endpoint, Reply, binary, connection, fixture, free_port, make_config,
                      multipart, parse_iso_z, seed_form, submit, to_yaml, typed_repeater, unique_form, with_meta)
@@ -1383,21 +1383,7 @@ class CaseGoldenTest(DaemonTestCase):
         on_path(ep, "/cx", 3)
         self.assertSubmitted(d.submit(fixture("casexml_v2_index_update.xml")), 201, records=3)
         xml_req = on_path(ep, "/cx", 4)[3]
-        self.assertEqual(xml_req.body, compact_xml(f"""
-            <case case_id="foo-case-id" date_modified="2011-12-07T13:42:50.000000Z" user_id="bar-user-id" xmlns="{CASE_V2_NS}">
-                    <create>
-                        <case_type>v2_case_type</case_type>
-                        <case_name>test case name</case_name>
-                        <owner_id>bar-user-id</owner_id>
-                    </create>
-                    <update>
-                        <date_opened>2011-12-06</date_opened>
-                    </update>
-                    <index>
-                        <baz_ref case_type="bop">some_other_referenced_id</baz_ref>
-                        <foo_ref case_type="bar">some_referenced_id</foo_ref>
-                    </index>
-                </case>"""))
+        self.assertEqual(xml_req.body, compact_xml(HQ_PARSE_WITH_INDICES_XML))
         case = json.loads(on_path(ep, "/cj", 4)[3].body)
         self.assertEqual(case["indices"], {   # HQ get_index_map
             "baz_ref": {"case_id": "some_other_referenced_id", "case_type": "bop", "relationship": "child"},
