@@ -7,10 +7,12 @@ build_pkgs=(
   g++ cmake ninja-build pkg-config
   libboost1.81-dev libboost-url1.81-dev
   libssl-dev libsqlite3-dev nlohmann-json3-dev libpugixml-dev libspdlog-dev
-  libyaml-cpp-dev libcli11-dev libcurl4-openssl-dev libsystemd-dev
+  libyaml-cpp-dev libcli11-dev libcurl4-openssl-dev libsystemd-dev prometheus-cpp-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev python3 sqlite3 openssl curl nginx-light wrk python3-aiosmtpd apache2
+  # promtool checks the /metrics exposition in tests.
+  prometheus
 )
 # The webhook signature tests run the standardwebhooks npm package under node; a node from
 # elsewhere will do.

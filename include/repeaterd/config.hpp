@@ -34,11 +34,25 @@ struct Listen {
   // How receivers reach this listener (http(s)://host[:port][/prefix], no trailing slash): the
   // base of the attachment URLs in form JSON. Default: none, and the URLs are left out.
   std::string public_url;
+  // Set instead of address/port: listen on this Unix socket (mode 0660). The admin listener's
+  // default; the ingest listener is always TCP.
+  std::string unix_path;
 };
 
 struct IngestToken {
   std::string domain;
   Secret token;
+};
+
+// The admin API's listener (docs/admin-api.md). Its size and time limits are the ingest
+// listener's. Default: the Unix socket repeaterd.sock beside the database.
+struct Admin {
+  std::string unix_path;        // set: a Unix socket at this path
+  std::string address;          // else a TCP listener on address:port
+  std::uint16_t port = 0;
+  std::optional<Secret> token;  // required for TCP off loopback
+  // "unix:PATH" or "ADDRESS:PORT", for messages.
+  std::string describe() const;
 };
 
 struct Storage {
@@ -151,6 +165,7 @@ struct Config {
   std::string file;  // the path it was loaded from
   Listen listen;
   std::vector<IngestToken> ingest_tokens;
+  Admin admin;
   Storage storage;
   Log log;
   std::optional<Smtp> smtp;

@@ -12,8 +12,20 @@
 
 namespace repeaterd {
 
+// What kind of failure an Error is, so a caller can answer it (the admin API maps these to
+// 400/404/409/503) without reading the message; leveldb's Status codes are the model.
+enum class ErrorKind {
+  failed,     // anything else (the default)
+  invalid,    // the caller's input is wrong
+  not_found,  // no such record, repeater, file
+  conflict,   // it exists, but the action does not apply in its state
+  busy,       // try again shortly (the store is locked, full, or stopping)
+  io,         // the disk or the network failed
+};
+
 struct Error {
   std::string message;
+  ErrorKind kind = ErrorKind::failed;
 };
 
 template <class T>
@@ -43,6 +55,8 @@ class [[nodiscard]] Result {
 struct Ok {};
 using Status = Result<Ok>;
 
-inline Error make_error(std::string message) { return Error{std::move(message)}; }
+inline Error make_error(std::string message, ErrorKind kind = ErrorKind::failed) {
+  return Error{std::move(message), kind};
+}
 
 }  // namespace repeaterd

@@ -12,15 +12,23 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <atomic>
 #include <csignal>
+#include <map>
 #include <thread>
 #include <cstdlib>
 
+#include "admin/admin_api.hpp"
 #include "common/event_log.hpp"
+#include "common/ids.hpp"
+#include "common/metrics.hpp"
+#include "config/read_file.hpp"
 #include "ingest/receiver.hpp"
 #include "ingest/server.hpp"
 #include "notify/notifier.hpp"
 #include "scheduler/scheduler.hpp"
+#include "store/records.hpp"
+#include "store/sqlite.hpp"
 #include "store/store.hpp"
 
 namespace repeaterd {
@@ -58,34 +66,84 @@ int run_daemon(const config::Config& config) {
     spdlog::critical("{}", st.error().message);
     return 1;
   }
-  auto opened = store::Store::open(store::Options{config.storage.path});
+  Metrics metrics(REPEATERD_VERSION);
+  store::Options store_options{config.storage.path};
+  store_options.on_batch = [&metrics](std::size_t jobs, double seconds) { metrics.store_batch(jobs, seconds); };
+  auto opened = store::Store::open(store_options);
   if (!opened) {
     spdlog::critical("{}", opened.error().message);
     return 1;
   }
   std::unique_ptr<store::Store> store = std::move(opened).value();
+  // Pauses an operator made before the last stop still hold.
+  std::map<std::string, Micros> paused;
+  try {
+    paused = store::paused_repeaters(*store->open_reader());
+  } catch (const store::SqliteError& e) {
+    spdlog::critical("cannot read the operator pauses from {}: {}", config.storage.path, e.what());
+    return 1;
+  }
+  for (const auto& [name, at] : paused) {
+    if (config.find_repeater(name) != nullptr) {
+      spdlog::warn("repeater {} was paused by an operator at {}: its records wait until `repeaterctl resume {}`",
+                   name, format_iso8601(at), name);
+    }
+  }
 
   // Email goes out from a thread of its own, so a slow or absent SMTP server never holds up
   // forwarding; without an smtp section there is no notifier.
   std::unique_ptr<notify::Notifier> notifier;
-  if (config.smtp) notifier = std::make_unique<notify::Notifier>(config, *store, events);
-  scheduler::Scheduler scheduler(forward_io.get_executor(), config, *store, events, [&notifier] {
-    if (notifier) notifier->wake();
-  });
+  if (config.smtp) notifier = std::make_unique<notify::Notifier>(config, *store, events, &metrics);
+  scheduler::Scheduler scheduler(
+      forward_io.get_executor(), config, *store, events,
+      [&notifier] {
+        if (notifier) notifier->wake();
+      },
+      paused, &metrics);
   ingest::Receiver receiver(config, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,
                         [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); },
                         &ingest::Receiver::error_reply);
+  server.observe([&metrics](const std::string& method, const std::string& target, int status, double seconds) {
+    metrics.ingest_request(ingest::Receiver::endpoint_name(method, target), status, seconds);
+  });
   if (auto st = server.bind(); !st) {
     spdlog::critical("{}", st.error().message);
     return 1;
   }
+
+  // The admin API has a thread of its own: a long list or count never delays ingest.
+  asio::io_context admin_io(1);
+  auto admin_work = asio::make_work_guard(admin_io);
+  std::string config_sha256;
+  if (auto text = config::detail::read_small_file(config.file, 16u << 20); text.ok()) config_sha256 = sha256_hex(*text);
+  std::atomic<bool> listening{false};
+  admin::AdminApi admin_api(admin::Context{config, config_sha256, *store, events, scheduler, metrics, [&] {
+                                             return listening ? std::string()
+                                                              : std::string("the listeners are not accepting (starting or stopping)");
+                                           }});
+  config::Listen admin_listen = config.listen;  // the ingest listener's limits
+  admin_listen.unix_path = config.admin.unix_path;
+  admin_listen.address = config.admin.address;
+  admin_listen.port = config.admin.port;
+  ingest::Server admin_server(admin_io.get_executor(), admin_listen,
+                              [&](ingest::IncomingRequest req) { return admin_api.handle(std::move(req)); },
+                              &admin::AdminApi::error_reply);
+  admin_server.set_name("admin");
+  if (auto st = admin_server.bind(); !st) {
+    spdlog::critical("admin API on {}: {} (admin.listen in the config chooses another place)",
+                     config.admin.describe(), st.error().message);
+    return 1;
+  }
   server.start();
+  admin_server.start();
+  std::thread admin_thread([&] { admin_io.run(); });
+  listening = true;
   asio::post(forward_io, [&] { scheduler.start(); });
   std::thread forwarder([&] { forward_io.run(); });
-  spdlog::info("repeaterd listening on {}:{}; queue {}; events {}; {} connection(s), {} repeater(s)",
-               config.listen.address, server.port(), config.storage.path, config.log.events_file,
-               config.connections.size(), config.repeaters.size());
+  spdlog::info("repeaterd listening on {}:{}; admin API on {}; queue {}; events {}; {} connection(s), {} repeater(s)",
+               config.listen.address, server.port(), config.admin.describe(), config.storage.path,
+               config.log.events_file, config.connections.size(), config.repeaters.size());
   for (const auto& r : config.repeaters) {
     if (r.paused) spdlog::warn("repeater {} is paused: its records are queued but not sent", r.name);
   }
@@ -130,6 +188,7 @@ int run_daemon(const config::Config& config) {
                  sig == SIGTERM ? "SIGTERM" : "SIGINT",
                  std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count());
     sd_notify(0, "STOPPING=1");
+    listening = false;
     server.stop();
     asio::co_spawn(
         io,
@@ -151,6 +210,13 @@ int run_daemon(const config::Config& config) {
   });
 
   io.run();
+  // The admin API goes last among the listeners: it reads what the others leave behind.
+  // Requests being answered get their answer (briefly); idle connections are closed.
+  asio::post(admin_io, [&] { admin_server.stop(); });
+  admin_work.reset();
+  for (int i = 0; i < 200 && !admin_io.stopped(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  admin_io.stop();
+  admin_thread.join();
   forward_work.reset();
   forward_io.stop();
   forwarder.join();

@@ -1,6 +1,8 @@
-// Small text helpers shared by the parsers.
+// Small text helpers shared by the parsers, the notifier and repeaterctl.
 #pragma once
 
+#include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace repeaterd {
@@ -13,5 +15,15 @@ inline std::string_view trim(std::string_view s, std::string_view chars = kWhite
   if (first == std::string_view::npos) return {};
   return s.substr(first, s.find_last_not_of(chars) - first + 1);
 }
+
+// RFC 3986: unreserved characters stay, every other byte becomes %XX (upper-case hex).
+std::string percent_encode(std::string_view s);
+
+// The number of UTF-8 code points in `s` (continuation bytes do not count).
+std::size_t code_points(std::string_view s);
+
+// At most `max_points` code points of `s`, never cutting a character in half; a shortened text
+// ends in "…" (which counts as one of them).
+std::string shorten(std::string_view s, std::size_t max_points);
 
 }  // namespace repeaterd

@@ -11,6 +11,7 @@
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
 #include <cctype>
+#include <filesystem>
 #include <limits>
 #include <utility>
 
@@ -38,8 +39,9 @@ constexpr std::size_t kMaxConfigFile = 16u << 20;
 constexpr std::size_t kMaxCaFile = 16u << 20;
 constexpr std::size_t kMaxNameLength = 64;
 
-const KeySet kTopKeys{{"listen", "ingest_tokens", "storage", "log", "smtp", "connections", "repeaters"},
-                      {"admin"}};
+const KeySet kTopKeys{{"listen", "ingest_tokens", "admin", "storage", "log", "smtp", "connections", "repeaters"},
+                      {}};
+const KeySet kAdminKeys{{"listen", "address", "port", "token", "token_env", "token_file"}, {}};
 const KeySet kSmtpKeys{{"url", "from", "username", "password", "password_env", "password_file", "starttls", "tls",
                         "throttle", "retry"},
                        {}};
@@ -157,6 +159,14 @@ bool is_ip_address(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
+// 127.0.0.0/8 and ::1: only this host can reach a listener there.
+bool is_loopback(const std::string& s) {
+  unsigned char buf[16] = {};
+  if (inet_pton(AF_INET, s.c_str(), buf) == 1) return buf[0] == 127;
+  static constexpr unsigned char kV6Loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return inet_pton(AF_INET6, s.c_str(), buf) == 1 && std::equal(buf, buf + 16, kV6Loopback);
+}
+
 // Hides "user:password@" in a URL that is echoed in a message.
 std::string redact_userinfo(std::string_view url) {
   const auto scheme_end = url.find("://");
@@ -222,6 +232,7 @@ class Loader {
     const Field* tokens = top.find("ingest_tokens");
     if (tokens != nullptr) read_tokens(*tokens, config.ingest_tokens);
     if (const Field* f = top.find("storage")) read_storage(*f, config.storage);
+    read_admin(top.find("admin"), config);
     if (const Field* f = top.find("log")) read_log(*f, config.log);
     if (const Field* f = top.find("smtp")) read_smtp(*f, config.smtp.emplace());
     if (const Field* f = top.find("connections")) {
@@ -336,6 +347,78 @@ class Loader {
       }
       out.push_back(std::move(token));
     });
+  }
+
+  // admin: listen (unix:PATH | ADDRESS:PORT) or spec §2's address/port, and the token. Needs
+  // storage.path read first: the default socket sits beside the database.
+  void read_admin(const Field* field, Config& config) {
+    Admin& out = config.admin;
+    const auto parent = std::filesystem::path(config.storage.path).parent_path();
+    out.unix_path = (parent.empty() ? std::filesystem::path(".") : parent) / "repeaterd.sock";
+    if (field == nullptr) return;
+    const MapReader m(field->value, field->path, kAdminKeys, reporter_, Empty::means_defaults);
+    std::string listen;
+    const Field* lf = detail::read_string(m, "listen", listen, "unix:PATH or ADDRESS:PORT");
+    const Field* af = detail::read_string(m, "address", out.address, "an IP address");
+    const Field* pf = detail::read_uint<std::uint16_t>(m, "port", 1, "a port number", out.port);
+    if (lf != nullptr && (af != nullptr || pf != nullptr)) {
+      reporter_.error(lf->mark(), lf->path + ": give either listen or address and port, not both");
+    } else if (lf != nullptr) {
+      if (listen.starts_with("unix:")) {
+        out.unix_path = listen.substr(5);
+        if (out.unix_path.empty()) reporter_.error(lf->mark(), lf->path + ": unix: needs a socket path after it");
+        else if (out.unix_path.size() > 107) {
+          reporter_.error(lf->mark(), lf->path + ": a Unix socket path holds at most 107 bytes; this one has " +
+                                          std::to_string(out.unix_path.size()));
+        }
+      } else {
+        // ADDRESS:PORT, with IPv6 addresses in brackets: [::1]:8081.
+        const auto colon = listen.rfind(':');
+        std::string addr = colon == std::string::npos ? "" : listen.substr(0, colon);
+        if (addr.size() >= 2 && addr.front() == '[' && addr.back() == ']') addr = addr.substr(1, addr.size() - 2);
+        const std::string port = colon == std::string::npos ? "" : listen.substr(colon + 1);
+        const bool port_ok = !port.empty() && port.size() <= 5 &&
+                             std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+                             std::stoul(port) >= 1 && std::stoul(port) <= 65535;
+        if (!is_ip_address(addr) || !port_ok) {
+          reporter_.error(lf->mark(), lf->path + ": expected unix:PATH or ADDRESS:PORT (127.0.0.1:8081, [::1]:8081), got " +
+                                          describe(lf->value));
+        } else {
+          out.unix_path.clear();
+          out.address = addr;
+          out.port = static_cast<std::uint16_t>(std::stoul(port));
+        }
+      }
+    } else if (af != nullptr || pf != nullptr) {
+      if (af == nullptr || pf == nullptr) {
+        reporter_.error(m.mark(), field->path + ": give both address and port (or listen: ADDRESS:PORT)");
+      } else if (!is_ip_address(out.address)) {
+        reporter_.error(af->mark(), af->path + ": expected an IP address like 127.0.0.1 or ::1, got " +
+                                        describe(af->value));
+      } else {
+        out.unix_path.clear();
+      }
+    }
+    const auto secret = detail::read_secret(m, "token", env_);
+    if (secret.secret) {
+      const std::string& v = secret.secret->value;
+      if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) {
+            const auto u = static_cast<unsigned char>(c);
+            return u > 0x20 && u != 0x7f;
+          })) {
+        reporter_.error(secret.source->mark(), secret.source->path + ": the token (" + secret.secret->origin +
+                                                   ") is empty or contains a space or control character, "
+                                                   "which an Authorization header cannot carry");
+      }
+      out.token = *secret.secret;
+    }
+    if (out.unix_path.empty() && !out.address.empty() && !out.token && !secret.given) {
+      if (!is_loopback(out.address)) {
+        reporter_.error(m.mark(), field->path + ": the admin API listens on " + out.describe() +
+                                      ", which is not loopback: give token_env or token_file (every request must "
+                                      "then carry it), or listen on 127.0.0.1 or a unix: socket");
+      }
+    }
   }
 
   void read_storage(const Field& field, Storage& out) {
@@ -873,6 +956,11 @@ std::optional<YAML::Node> parse(const std::string& text, Reporter& reporter) {
 }
 
 }  // namespace
+
+std::string Admin::describe() const {
+  if (!unix_path.empty()) return "unix:" + unix_path;
+  return (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
 
 const Connection* Config::find_connection(const std::string& name) const {
   for (const auto& c : connections) {

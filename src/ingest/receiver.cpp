@@ -171,11 +171,33 @@ Reply success_for(bool xml, int status, const std::string& message, const std::s
   return r;
 }
 
+Endpoint endpoint_of(const std::string& target) {
+  auto url = boost::urls::parse_origin_form(target);
+  return url ? route(*url).endpoint : Endpoint::none;
+}
+
 }  // namespace
 
 Reply Receiver::error_reply(int status, const std::string& message, const std::string& target) {
-  auto url = boost::urls::parse_origin_form(target);
-  return error_for(url ? route(*url).endpoint : Endpoint::none, status, message);
+  return error_for(endpoint_of(target), status, message);
+}
+
+std::string Receiver::endpoint_name(const std::string& method, const std::string& target) {
+  const Endpoint e = endpoint_of(target);
+  if (e == Endpoint::none || method != method_of(e)) return "other";
+  switch (e) {
+    case Endpoint::receiver:
+      return "receiver";
+    case Endpoint::cases:
+      return "cases";
+    case Endpoint::apps:
+      return "apps";
+    case Endpoint::attachment:
+      return "attachments";
+    case Endpoint::none:
+      break;
+  }
+  return "other";
 }
 
 Receiver::Receiver(const config::Config& config, store::Store& store, EventLog& events,

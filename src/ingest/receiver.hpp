@@ -42,6 +42,13 @@ class Receiver {
   // receiver, JSON elsewhere.
   static Reply error_reply(int status, const std::string& message, const std::string& target);
 
+  // The endpoint a request reached, as a name from a fixed set (for metrics labels): "receiver"
+  // (POST /a/{domain}/receiver), "cases" (POST /a/{domain}/cases), "apps" (POST
+  // /a/{domain}/apps/{app_id}), "attachments" (GET /a/{domain}/receiver/attachments/{form_id}/
+  // {name}), or "other": an unknown path, the wrong method, a target that is not a path, or
+  // none (the request line was not read).
+  static std::string endpoint_name(const std::string& method, const std::string& target);
+
  private:
   // Each reads a request into a Submission, or refuses it.
   using Read = std::variant<Submission, Rejection>;

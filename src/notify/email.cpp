@@ -2,6 +2,8 @@
 // an SMTP server with libcurl.
 #include "notify/email.hpp"
 
+#include "common/text.hpp"
+
 #include <curl/curl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -109,24 +111,6 @@ std::string squeeze_spaces(std::string_view s) {
     out += c;
   }
   return out;
-}
-
-std::size_t code_points(std::string_view s) {
-  return static_cast<std::size_t>(
-      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
-}
-
-// At most `max_points` code points of valid UTF-8, never cutting a character in half.
-std::string shorten(std::string_view s, std::size_t max_points) {
-  if (code_points(s) <= max_points) return std::string(s);
-  std::size_t points = 0;
-  std::size_t i = 0;
-  while (i < s.size() && points < max_points - 1) {
-    ++i;
-    while (i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) ++i;
-    ++points;
-  }
-  return std::string(s.substr(0, i)) + "\xE2\x80\xA6";  // U+2026 HORIZONTAL ELLIPSIS
 }
 
 // The config's connection URL has no userinfo by contract; this is the second line of defence

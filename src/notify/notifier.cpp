@@ -29,8 +29,8 @@ Result<T> run_job(store::Store& store, std::function<T(store::Db&)> fn) {
 
 }  // namespace
 
-Notifier::Notifier(const config::Config& config, store::Store& store, EventLog& events)
-    : config_(config), smtp_(*config.smtp), store_(store), events_(events) {
+Notifier::Notifier(const config::Config& config, store::Store& store, EventLog& events, Metrics* metrics)
+    : config_(config), smtp_(*config.smtp), store_(store), events_(events), metrics_(metrics) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -141,6 +141,7 @@ void Notifier::send_due(Micros now) {
   for (const auto& e : *due) {
     if (cancel_.cancelled()) return;  // shutting down: the rest stay in the outbox
     const Status sent = send_mail(settings, smtp_.from, e.recipients, e.message);
+    if (metrics_ != nullptr) metrics_->email(sent.ok());
     const Micros at = now_micros();
     nlohmann::json fields = {{"connection", e.connection}, {"email_id", e.id}, {"events", e.events},
                              {"recipients", e.recipients}, {"attempt", e.attempts + 1}};

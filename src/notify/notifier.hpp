@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/event_log.hpp"
+#include "common/metrics.hpp"
 #include "notify/email.hpp"
 #include "repeaterd/config.hpp"
 #include "store/store.hpp"
@@ -24,8 +25,9 @@ namespace repeaterd::notify {
 
 class Notifier {
  public:
-  // REQUIRES: config.smtp is set. Starts the thread.
-  Notifier(const config::Config& config, store::Store& store, EventLog& events);
+  // REQUIRES: config.smtp is set. Starts the thread. `metrics` (optional, not owned, must
+  // outlive the notifier) counts each send and failed send.
+  Notifier(const config::Config& config, store::Store& store, EventLog& events, Metrics* metrics = nullptr);
   ~Notifier();  // abandons a send in progress (the email stays queued) and stops the thread
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
@@ -44,6 +46,7 @@ class Notifier {
   const config::Smtp& smtp_;
   store::Store& store_;
   EventLog& events_;
+  Metrics* metrics_;  // may be null
   std::mutex mu_;
   std::condition_variable cv_;
   bool woken_ = false;     // GUARDED_BY(mu_)

@@ -562,23 +562,6 @@ std::string dump(const OrderedJson& j) {
   return j.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
 }
 
-// RFC 3986 unreserved characters stay; everything else is %XX.
-std::string percent_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) != 0 || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-      out += ch;
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  return out;
-}
-
 SortedJson string_or_null(const std::string& s) { return s.empty() ? SortedJson(nullptr) : SortedJson(s); }
 
 // nlohmann's message starts with its own id and position ("[json.exception.parse_error.101]

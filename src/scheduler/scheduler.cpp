@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "scheduler/retry_policy.hpp"
 #include "sender/auth.hpp"
@@ -55,15 +56,49 @@ std::string headers_json(const sender::Headers& headers) {
 
 Micros sleep_micros(Micros until) { return std::max<Micros>(0, until - now_micros()); }
 
+const char* outcome_label(ErrorClass c) {
+  switch (c) {
+    case ErrorClass::success: return "success";
+    case ErrorClass::retryable: return "retryable";
+    case ErrorClass::client_error: return "client_error";
+    case ErrorClass::cancel_now: return "cancel_now";
+  }
+  return "?";
+}
+
 }  // namespace
+
+// The scheduler's Snapshot, written by the workers on the executor and read from any thread.
+struct ActivityBoard {
+  mutable std::mutex mu;
+  Snapshot snapshot;  // GUARDED_BY(mu)
+
+  void started(const std::string& repeater, const std::string& connection) {
+    std::lock_guard lock(mu);
+    ++snapshot.repeaters[repeater].in_flight;
+    ++snapshot.connections[connection].in_flight;
+  }
+  void ended(const std::string& repeater, const std::string& connection, const std::string& record_id,
+             bool succeeded, const std::string& error) {
+    const Micros now = now_micros();
+    std::lock_guard lock(mu);
+    for (Activity* a : {&snapshot.repeaters[repeater], &snapshot.connections[connection]}) {
+      --a->in_flight;
+      if (succeeded) a->last_success = now;
+      else a->last_error = Activity::LastError{now, record_id, error};
+    }
+  }
+};
 
 // One connection's share of the queue: its repeaters, its client, its in-flight slots.
 class Worker {
  public:
   Worker(asio::any_io_executor ex, const config::Connection& connection, store::Store& store, EventLog& events,
-         bool notify, std::function<void()> on_notification)
+         bool notify, std::function<void()> on_notification, ActivityBoard& board, Metrics* metrics)
       : notify_(notify && !connection.notify.empty()),
         on_notification_(std::move(on_notification)),
+        board_(board),
+        metrics_(metrics),
         executor_(ex),
         connection_(connection),
         store_(store),
@@ -77,9 +112,19 @@ class Worker {
     if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, 1.0, now_micros());
   }
 
-  void add_repeater(const config::Repeater& r) {
+  void add_repeater(const config::Repeater& r, bool operator_paused) {
     repeaters_[r.name] = &r;
-    if (!r.paused) active_.push_back(r.name);
+    if (operator_paused) operator_paused_.insert(r.name);
+    update_active();
+  }
+
+  // Takes effect at once: claims from now on leave the repeater out (attempts in flight
+  // finish); a resume claims its due records straight away.
+  void set_operator_paused(const std::string& repeater, bool paused) {
+    if (paused) operator_paused_.insert(repeater);
+    else operator_paused_.erase(repeater);
+    update_active();
+    if (!paused) wake();
   }
 
   void start() { spawn_logged(executor_, run(), "scheduler[" + connection_.name + "]"); }
@@ -116,6 +161,7 @@ class Worker {
         } else {
           for (auto& rec : claim->records) {
             ++in_flight_;
+            board_.started(rec.repeater, connection_.name);
             spawn_logged(executor_, slot(std::move(rec)), "attempt[" + connection_.name + "]");
           }
           next_due = claim->next_due;
@@ -141,8 +187,12 @@ class Worker {
       store::ClaimedRecord rec = std::move(*next);
       next.reset();
       const Attempt done = co_await attempt(rec);
-      next = co_await store_outcome(done.outcome);
-      report(rec, done);
+      bool applied = true;
+      next = co_await store_outcome(done.outcome, applied);
+      board_.ended(rec.repeater, connection_.name, rec.id, done.outcome.succeeded, done.outcome.error);
+      if (metrics_) metrics_->attempt(connection_.name, outcome_label(done.cls), static_cast<double>(done.outcome.duration_ms) / 1000.0);
+      report(rec, done, applied);
+      if (next) board_.started(next->repeater, connection_.name);
     }
     --in_flight_;
     wake();
@@ -151,6 +201,7 @@ class Worker {
   struct Attempt {
     store::AttemptOutcome outcome;
     Decision decision;
+    ErrorClass cls = ErrorClass::success;
   };
 
   awaitable<Attempt> attempt(store::ClaimedRecord& rec) {
@@ -195,11 +246,14 @@ class Worker {
     const std::string error = cls == ErrorClass::success ? std::string() : describe(resp);
 
     Attempt a;
-    a.decision = decide(repeater->retry, cls, rec.attempt, client_errors, retry_after, error, now_micros(),
+    a.cls = cls;
+    // The budget counts the attempts since the last resend or requeue.
+    a.decision = decide(repeater->retry, cls, rec.round_attempt, client_errors, retry_after, error, now_micros(),
                         std::uniform_real_distribution<double>(0.0, 1.0)(random_));
     store::AttemptOutcome& out = a.outcome;
     out.attempt_row = rec.attempt_row;
     out.record_id = rec.id;
+    out.version = rec.version;
     out.succeeded = cls == ErrorClass::success;
     if (resp.outcome == sender::Outcome::response) out.http_status = resp.status;
     out.response_headers_json = headers_json(resp.headers);
@@ -233,17 +287,19 @@ class Worker {
   // The outcome must reach the database; until it does the record stays claimed, so this
   // retries. If we are stopping, the next start finds the attempt in flight and records it as
   // interrupted.
-  awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out) {
+  // `applied` tells whether the record took the outcome (an operator may have acted on it).
+  awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out, bool& applied) {
     for (;;) {
       std::vector<std::string> repeaters = stopping_ ? std::vector<std::string>{} : active_;
-      auto queued = std::make_shared<bool>(false);
-      std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters), queued](store::Db& db) {
-        *queued = store::Store::finish(db, out, now_micros());
+      auto finished = std::make_shared<store::Store::Finished>();
+      std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters), finished](store::Db& db) {
+        *finished = store::Store::finish(db, out, now_micros());
         if (repeaters.empty()) return store::Claim{};
         return store::Store::claim(db, repeaters, 1, now_micros(), false);
       };
       auto stored = co_await store::async_run<store::Claim>(store_, std::move(job));
-      if (stored.ok() && *queued && on_notification_) on_notification_();
+      applied = finished->applied;
+      if (stored.ok() && finished->notified && on_notification_) on_notification_();
       if (stored.ok()) {
         if (stored->records.empty()) co_return std::nullopt;
         co_return std::move(stored->records.front());
@@ -256,11 +312,19 @@ class Worker {
     }
   }
 
-  void report(const store::ClaimedRecord& rec, const Attempt& a) {
+  void report(const store::ClaimedRecord& rec, const Attempt& a, bool applied) {
     const auto& out = a.outcome;
     auto fields = record_fields(rec, connection_.name);
     fields["duration_ms"] = out.duration_ms;
     if (out.http_status) fields["http_status"] = *out.http_status;
+    if (!applied) {
+      // An operator cancelled, resent or requeued the record while this attempt was out: the
+      // attempt is history, the record is as the operator left it.
+      fields["superseded_by_operator"] = true;
+      if (!out.succeeded) fields["error"] = out.error;
+      events_.emit(out.succeeded ? "attempt.succeeded" : "attempt.failed", std::move(fields));
+      return;
+    }
     fields["state"] = store::to_string(out.new_state);
     if (out.succeeded) {
       events_.emit("attempt.succeeded", std::move(fields));
@@ -277,8 +341,17 @@ class Worker {
     }
   }
 
+  void update_active() {
+    active_.clear();
+    for (const auto& [name, r] : repeaters_) {
+      if (!r->paused && !operator_paused_.contains(name)) active_.push_back(name);
+    }
+  }
+
   const bool notify_;  // the connection has contacts and there is an smtp section
   std::function<void()> on_notification_;
+  ActivityBoard& board_;
+  Metrics* metrics_;
   asio::any_io_executor executor_;
   const config::Connection& connection_;
   store::Store& store_;
@@ -289,7 +362,8 @@ class Worker {
   asio::steady_timer timer_;
   std::mt19937_64 random_;
   std::map<std::string, const config::Repeater*> repeaters_;
-  std::vector<std::string> active_;  // repeaters that are not paused
+  std::set<std::string> operator_paused_;
+  std::vector<std::string> active_;  // repeaters paused neither in the config nor by an operator
   std::size_t in_flight_ = 0;
   bool dirty_ = false;     // woken while not waiting: look again before sleeping
   bool stopping_ = false;
@@ -302,20 +376,40 @@ struct Scheduler::Timers {
 };
 
 Scheduler::Scheduler(asio::any_io_executor executor, const config::Config& config, store::Store& store,
-                     EventLog& events, std::function<void()> on_notification)
+                     EventLog& events, std::function<void()> on_notification,
+                     const std::map<std::string, Micros>& paused, Metrics* metrics)
     : executor_(executor), config_(config), store_(store), events_(events),
-      timers_(std::make_unique<Timers>(executor)) {
+      timers_(std::make_unique<Timers>(executor)), board_(std::make_shared<ActivityBoard>()) {
   std::map<std::string, Worker*> by_connection;
   for (const auto& c : config_.connections) {
     workers_.push_back(std::make_unique<Worker>(executor_, c, store_, events_, config_.smtp.has_value(),
-                                                on_notification));
+                                                on_notification, *board_, metrics));
     by_connection[c.name] = workers_.back().get();
+    board_->snapshot.connections[c.name];
   }
   for (const auto& r : config_.repeaters) {
     Worker* w = by_connection.at(r.connection);
-    w->add_repeater(r);
+    const bool op_paused = paused.contains(r.name);
+    w->add_repeater(r, op_paused);
     worker_of_repeater_[r.name] = w;
+    board_->snapshot.repeaters[r.name];
+    board_->snapshot.operator_paused[r.name] = op_paused;
   }
+}
+
+void Scheduler::set_paused(const std::string& repeater, bool paused) {
+  auto it = worker_of_repeater_.find(repeater);
+  if (it == worker_of_repeater_.end()) return;
+  {
+    std::lock_guard lock(board_->mu);
+    board_->snapshot.operator_paused[repeater] = paused;
+  }
+  asio::post(executor_, [w = it->second, repeater, paused] { w->set_operator_paused(repeater, paused); });
+}
+
+Snapshot Scheduler::snapshot() const {
+  std::lock_guard lock(board_->mu);
+  return board_->snapshot;
 }
 
 Scheduler::~Scheduler() = default;
@@ -379,7 +473,7 @@ awaitable<void> Scheduler::summarize_every() {
       j["connection"] = cfg != nullptr ? nlohmann::json(cfg->connection) : nlohmann::json(nullptr);
       // A repeater removed from the config keeps its records; say so rather than hide them.
       if (cfg == nullptr) j["configured"] = false;
-      else if (cfg->paused) j["paused"] = true;
+      else if (cfg->paused || snapshot().operator_paused[r.repeater]) j["paused"] = true;
       reps.push_back(std::move(j));
     }
     events_.emit("queue.summary", {{"repeaters", std::move(reps)}});

@@ -16,23 +16,48 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/event_log.hpp"
+#include "common/metrics.hpp"
 #include "repeaterd/config.hpp"
 #include "store/store.hpp"
 
 namespace repeaterd::scheduler {
 
 class Worker;
+struct ActivityBoard;
+
+// What the scheduler knows that the store does not: attempts in flight and how the last ones
+// went since the daemon started (for the admin API's status). One per repeater and connection.
+struct Activity {
+  std::size_t in_flight = 0;
+  std::optional<Micros> last_success;
+  struct LastError {
+    Micros at = 0;
+    std::string record_id;
+    std::string error;
+  };
+  std::optional<LastError> last_error;
+};
+
+struct Snapshot {
+  std::map<std::string, Activity> repeaters;
+  std::map<std::string, Activity> connections;
+  std::map<std::string, bool> operator_paused;  // configured repeaters paused by an operator
+};
 
 class Scheduler {
  public:
   // `on_notification` is called (on the executor) after an attempt's outcome queued a
-  // notification, to wake the notifier.
+  // notification, to wake the notifier. `paused` are the repeaters an operator paused (from
+  // the store); `metrics` may be null.
   Scheduler(boost::asio::any_io_executor executor, const config::Config& config, store::Store& store,
-            EventLog& events, std::function<void()> on_notification = {});
+            EventLog& events, std::function<void()> on_notification = {},
+            const std::map<std::string, Micros>& paused = {}, Metrics* metrics = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -49,6 +74,13 @@ class Scheduler {
 
   std::size_t in_flight() const;
 
+  // An operator paused or resumed a configured repeater (the store already says so): no new
+  // attempts from now on / its due records go at once. Callable from any thread.
+  void set_paused(const std::string& repeater, bool paused);
+
+  // Callable from any thread.
+  Snapshot snapshot() const;
+
  private:
   boost::asio::awaitable<void> summarize_every();
   boost::asio::awaitable<void> purge_every();
@@ -62,6 +94,7 @@ class Scheduler {
   struct Timers;
   std::unique_ptr<Timers> timers_;  // the summary and purge timers, cancelled by drain()
   bool stopping_ = false;
+  std::shared_ptr<ActivityBoard> board_;
 };
 
 }  // namespace repeaterd::scheduler

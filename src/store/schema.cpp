@@ -159,6 +159,27 @@ INSERT INTO case_forms (domain, case_id, server_date, form_id, blocks)
   FROM cases c, json_each(c.state, '$.xform_ids') x;
 UPDATE cases SET base = json_remove(state, '$.xform_ids'), state = json_remove(state, '$.xform_ids');
 )sql",
+    // 5: operator actions (docs/admin-api.md).
+    // version: bumped by every operator action; an attempt's outcome is stored on its record only
+    // if the record is still at the version the attempt claimed, so a cancel wins over an attempt
+    // in flight. round_start: the attempts made before the current attempt budget (resend and
+    // requeue start a new one; attempt numbers keep counting, so the history stays in order).
+    // records_list: the admin API's keyset pages, a range scan per (repeater, state) in id order
+    // (ids are UUIDv7, so creation order). payloads_by_id leads with the form id so that a
+    // record search by payload_id alone uses it (ingest's lookup names all three columns).
+    // repeater_pauses: pauses an operator made, which outlive a restart.
+    R"sql(
+ALTER TABLE records ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE records ADD COLUMN round_start INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX records_list ON records(repeater, state, id);
+CREATE INDEX records_by_case ON records(case_id) WHERE case_id IS NOT NULL;
+DROP INDEX payloads_by_id;
+CREATE INDEX payloads_by_id ON payloads(payload_id, domain, payload_type);
+CREATE TABLE repeater_pauses (
+  repeater  TEXT    PRIMARY KEY,
+  paused_at INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 
 }  // namespace

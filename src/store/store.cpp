@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <filesystem>
 #include <map>
@@ -52,7 +53,8 @@ Result<std::unique_ptr<Store>> Store::open(const Options& options) {
     db->exec("BEGIN IMMEDIATE");
     auto& due = db->prepare(
         "UPDATE records SET next_attempt_at = ?1, updated_at = ?1 "
-        "WHERE id IN (SELECT record FROM attempts WHERE outcome = 'in_flight')");
+        "WHERE id IN (SELECT record FROM attempts WHERE outcome = 'in_flight') AND state IN ('pending', 'failed') "
+        "AND next_attempt_at IS NULL");
     const int requeued = StmtGuard(due)->bind(1, now).run();
     auto& mark = db->prepare(
         "UPDATE attempts SET outcome = 'interrupted', "
@@ -102,6 +104,12 @@ void Store::submit(Job job, Done done) {
   cv_.notify_one();
 }
 
+std::unique_ptr<Db> Store::open_reader() const {
+  auto db = std::make_unique<Db>(options_.path, Db::Mode::read_only);
+  sqlite3_busy_timeout(db->handle(), options_.busy_timeout_ms);
+  return db;
+}
+
 std::uint64_t Store::batches_committed() const {
   std::lock_guard lock(mu_);
   return batches_;
@@ -129,12 +137,17 @@ void Store::writer_loop() {
 
     results.assign(batch.size(), Status(Ok{}));
     Status commit = Ok{};
+    const auto began = std::chrono::steady_clock::now();
     try {
       step(*db_, "BEGIN IMMEDIATE");
       for (std::size_t i = 0; i < batch.size(); ++i) {
         step(*db_, "SAVEPOINT job");
         try {
           batch[i].job(*db_);
+          step(*db_, "RELEASE job");
+        } catch (const SqliteError& e) {
+          results[i] = make_error(e.what(), e.busy() ? ErrorKind::busy : ErrorKind::io);
+          step(*db_, "ROLLBACK TO job");
           step(*db_, "RELEASE job");
         } catch (const std::exception& e) {
           results[i] = make_error(e.what());
@@ -144,7 +157,9 @@ void Store::writer_loop() {
       }
       step(*db_, "COMMIT");
     } catch (const std::exception& e) {
-      commit = make_error(std::string("the queue database could not commit: ") + e.what());
+      // A commit that fails is worth retrying: a lock held by another process, a full disk
+      // that an operator frees.
+      commit = make_error(std::string("the queue database could not commit: ") + e.what(), ErrorKind::busy);
       try {
         if (sqlite3_get_autocommit(db_->handle()) == 0) db_->exec("ROLLBACK");
       } catch (const std::exception& e2) {
@@ -154,9 +169,15 @@ void Store::writer_loop() {
     }
 
     if (commit.ok()) {
-      std::lock_guard lock(mu_);
-      ++batches_;
-      jobs_ += batch.size();
+      {
+        std::lock_guard lock(mu_);
+        ++batches_;
+        jobs_ += batch.size();
+      }
+      if (options_.on_batch) {
+        options_.on_batch(batch.size(),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+      }
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       batch[i].done(commit.ok() ? std::move(results[i]) : commit);
@@ -356,7 +377,8 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
   StmtGuard take(db.prepare(
       "UPDATE records SET next_attempt_at = NULL, attempts = attempts + 1, updated_at = ?2 "
       "WHERE id = ?1 AND next_attempt_at IS NOT NULL "
-      "RETURNING repeater, attempts, client_errors, content_type, query, headers, body, payload, case_id"));
+      "RETURNING repeater, attempts, client_errors, content_type, query, headers, body, payload, case_id, version, "
+      "round_start"));
   StmtGuard payload(db.prepare("SELECT domain, payload_type, payload_id, body FROM payloads WHERE id = ?1"));
   StmtGuard attempt(db.prepare(
       "INSERT INTO attempts (record, number, started_at, outcome, request_id) VALUES (?1, ?2, ?3, 'in_flight', ?4)"));
@@ -378,6 +400,8 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
     if (own_body) c.body = take->text(6);
     const std::int64_t payload_row = take->int64(7);
     const std::string case_id = take->text(8);
+    c.version = take->int64(9);
+    c.round_attempt = c.attempt - static_cast<int>(take->int64(10));
     take->step();  // finish the RETURNING statement before reusing it
     take->reset();
 
@@ -416,7 +440,7 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
   return out;
 }
 
-bool Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
+Store::Finished Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   {
     StmtGuard a(db.prepare(
         "UPDATE attempts SET outcome = ?2, duration_ms = ?3, http_status = ?4, response_headers = ?5, "
@@ -429,11 +453,14 @@ bool Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   }
   StmtGuard r(db.prepare(
       "UPDATE records SET state = ?2, next_attempt_at = ?3, client_errors = client_errors + ?4, reason = ?5, "
-      "updated_at = ?6 WHERE id = ?1"));
+      "updated_at = ?6 WHERE id = ?1 AND version = ?7"));
   r->bind(1, o.record_id).bind(2, to_string(o.new_state)).bind(3, o.next_attempt_at);
   r->bind(4, static_cast<std::int64_t>(o.client_error ? 1 : 0)).bind(5, o.reason).bind(6, now_micros());
-  r->run();
-  if (!o.notify) return false;
+  r->bind(7, o.version);
+  // An operator acted on the record while this attempt was out: the attempt stays in the
+  // history, the record stays as the operator left it.
+  if (r->run() == 0) return Finished{false, false};
+  if (!o.notify) return Finished{true, false};
 
   bool failing = false;
   {
@@ -447,11 +474,11 @@ bool Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
         "ON CONFLICT (connection) DO UPDATE SET failing = excluded.failing"));
     up->bind(1, o.connection).bind(2, static_cast<std::int64_t>(o.succeeded ? 0 : 1)).run();
   }
-  if (o.succeeded) return false;
+  if (o.succeeded) return Finished{true, false};
   const bool cancelled = o.new_state == RecordState::cancelled;
   // The first failure of a streak and every cancellation; later failures of the same streak
   // would only repeat what the contacts were already told.
-  if (!cancelled && failing) return false;
+  if (!cancelled && failing) return Finished{true, false};
   const notify::Event& e = *o.notify;
   StmtGuard ins(db.prepare(
       "INSERT INTO notifications (connection, kind, created_at, record_id, repeater, domain, payload_type, "
@@ -464,7 +491,7 @@ bool Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   ins->bind(11, e.error);
   if (cancelled) ins->bind_null(12); else ins->bind(12, e.next_attempt_at);
   ins->run();
-  return true;
+  return Finished{true, true};
 }
 
 std::vector<UnsentNotifications> Store::unsent_notifications(Db& db) {

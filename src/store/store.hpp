@@ -102,7 +102,9 @@ struct ClaimedRecord {
   std::string id;
   std::string repeater;
   std::int64_t attempt_row = 0;
-  int attempt = 0;           // this attempt's number, 1-based
+  int attempt = 0;           // this attempt's number in the record's history, 1-based
+  int round_attempt = 0;     // its number in the current attempt budget (resend/requeue start one)
+  std::int64_t version = 0;  // the record's version when claimed (operator actions bump it)
   int client_errors = 0;     // client-error attempts before this one
   std::string request_id;    // X-Request-Id of this attempt
   std::string domain;
@@ -125,6 +127,7 @@ const char* to_string(RecordState s);
 struct AttemptOutcome {
   std::int64_t attempt_row = 0;
   std::string record_id;
+  std::int64_t version = 0;  // ClaimedRecord::version: the record is updated only if still there
   bool succeeded = false;
   std::optional<int> http_status;
   std::string response_headers_json;  // JSON object
@@ -172,6 +175,9 @@ struct Options {
   int busy_timeout_ms = 3000;
   // The most jobs one transaction takes; bounds a batch's latency.
   std::size_t max_batch = 512;
+  // Told after each committed batch: how many jobs it held and how long it took from BEGIN
+  // to the end of COMMIT (the fsync included). Runs on the writer thread; keep it quick.
+  std::function<void(std::size_t jobs, double seconds)> on_batch = nullptr;
 };
 
 class Store {
@@ -238,8 +244,13 @@ class Store {
   // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).
   static Claim claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now,
                      bool want_next_due = true);
-  // Returns whether a notification was queued.
-  static bool finish(Db& db, const AttemptOutcome& outcome, Micros now);
+  // Stores an attempt's outcome. The record takes it only if no operator acted on it since the
+  // claim (the version still matches); the attempt row is updated either way.
+  struct Finished {
+    bool applied = false;   // the record took the outcome
+    bool notified = false;  // a notification was queued
+  };
+  static Finished finish(Db& db, const AttemptOutcome& outcome, Micros now);
 
   // The notification outbox (notify::Notifier drives these).
   static std::vector<UnsentNotifications> unsent_notifications(Db& db);
@@ -256,6 +267,11 @@ class Store {
   // Deletes succeeded/cancelled records last updated before `cutoff`, their attempts, and
   // payloads older than cutoff that no record uses; at most `limit` records a call.
   static std::int64_t purge(Db& db, Micros cutoff, std::int64_t limit);
+
+  // A read-only connection to the same database, for readers that must not wait behind the
+  // writer (the admin API). Belongs to the caller's thread. Throws SqliteError.
+  std::unique_ptr<Db> open_reader() const;
+  const std::string& path() const { return options_.path; }
 
   // Counters for benchmarks and metrics.
   std::uint64_t batches_committed() const;

@@ -3,7 +3,8 @@
 Pieces:
   * free_port, wait_until           - small utilities; every wait is bounded by a timeout
   * to_yaml, make_config, connection, repeater - build a temporary YAML config
-  * Daemon                          - start/stop/kill the binary, wait until it accepts TCP
+  * Daemon                          - start/stop/kill the binary, wait until it accepts TCP;
+                                      admin() speaks to its admin API, ctl() runs repeaterctl
   * submit, Response                - POST an XForm to the ingest API via http.client
   * Endpoint, Reply                 - a scriptable loopback HTTP receiver that records requests
   * EventLog                        - incremental reader of the JSON-lines event log
@@ -14,7 +15,8 @@ Pieces:
   * DaemonTestCase                  - unittest base class wiring the above with cleanups
 
 Environment: REPEATERD_BIN (the binary), REPEATERD_SOURCE_DIR (the repo root; used to find the
-binary when REPEATERD_BIN is unset), REPEATERD_KEEP_TMP=1 keeps every temp dir.
+binary when REPEATERD_BIN is unset), REPEATERCTL_BIN (repeaterctl, likewise), REPEATERD_KEEP_TMP=1
+keeps every temp dir.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def binary() -> Path:
     """The repeaterd binary under test."""
     env = os.environ.get("REPEATERD_BIN")
     return Path(env) if env else SOURCE_DIR / "build" / "repeaterd"
+
+
+def ctl_binary() -> Path:
+    """The repeaterctl binary under test."""
+    env = os.environ.get("REPEATERCTL_BIN")
+    return Path(env) if env else SOURCE_DIR / "build" / "repeaterctl"
 
 
 # --------------------------------------------------------------------------- utilities
@@ -323,20 +331,25 @@ def submit(port: int, body: bytes, *, token: str | None = TOKEN, domain: str = "
             hdrs["Authorization"] = f"Bearer {token}"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        try:
-            conn.request(method, target, body=body, headers=hdrs)
-        except (BrokenPipeError, ConnectionResetError) as send_error:
-            # A server may answer (413/431) and close before reading everything we send;
-            # the answer is usually still readable. If not, the send error is the story.
-            try:
-                resp = conn.getresponse()
-            except Exception:
-                raise send_error from None
-            return Response(resp.status, resp.reason, resp.headers, resp.read())
-        resp = conn.getresponse()
+        resp = exchange(conn, method, target, body, hdrs)
         return Response(resp.status, resp.reason, resp.headers, resp.read())
     finally:
         conn.close()
+
+
+def exchange(conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
+             headers: dict) -> http.client.HTTPResponse:
+    """Sends one request and returns the response (still to be read)."""
+    try:
+        conn.request(method, target, body=body, headers=headers)
+    except (BrokenPipeError, ConnectionResetError) as send_error:
+        # A server may answer (413/431) and close before reading everything we send;
+        # the answer is usually still readable. If not, the send error is the story.
+        try:
+            return conn.getresponse()
+        except Exception:
+            raise send_error from None
+    return conn.getresponse()
 
 
 # --------------------------------------------------------------------------- loopback endpoint
@@ -699,6 +712,50 @@ class Db:
                           (payload_id,))
 
 
+# --------------------------------------------------------------------------- admin API client
+
+UNIX_PATH_MAX = 107   # sun_path holds 108 bytes, one of them the terminating NUL
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over an AF_UNIX socket (the admin API's default listener)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass
+class AdminResponse:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+    data: Any        # the parsed JSON when the answer is JSON, else the body's bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.body[:500]!r}"
+
+
+class CtlResult(collections.namedtuple("CtlResult", "returncode stdout stderr")):
+    """What one repeaterctl run did; unpacks as (returncode, stdout, stderr)."""
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+
+
 # --------------------------------------------------------------------------- daemon
 
 _SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|"
@@ -815,6 +872,95 @@ class Daemon:
         elif isinstance(body, str):
             body = body.encode()
         return submit(self.port, body, path=path, content_type=content_type, **kw)
+
+    # -- admin API and repeaterctl
+
+    @property
+    def admin_socket(self) -> Path | None:
+        """The admin API's Unix socket (default: repeaterd.sock beside storage.path), or None when
+        the config puts the admin API on TCP."""
+        admin = self.config.get("admin") or {}
+        listen = str(admin.get("listen", ""))
+        if listen.startswith("unix:"):
+            path = Path(listen[len("unix:"):])
+        elif listen or "port" in admin:
+            return None
+        else:
+            path = Path(self.config["storage"]["path"]).parent / "repeaterd.sock"
+        if not path.is_absolute():
+            path = self.workdir / path
+        if len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise AssertionError(f"the admin socket path {path} has {len(os.fsencode(path))} bytes, more than "
+                                 f"a Unix socket takes ({UNIX_PATH_MAX}): shorten the test method's name "
+                                 f"(it is part of the temp dir) or the workdir name")
+        return path
+
+    @property
+    def admin_tcp(self) -> tuple[str, int] | None:
+        """(host, port) of a TCP admin listener (a wildcard address is reached on loopback)."""
+        admin = self.config.get("admin") or {}
+        listen = str(admin.get("listen", ""))
+        if listen and not listen.startswith("unix:"):
+            host, _, port = listen.rpartition(":")
+        elif "port" in admin:
+            host, port = str(admin.get("address", "127.0.0.1")), admin["port"]
+        else:
+            return None
+        host = host.strip("[]")
+        return ("127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host), int(port)
+
+    def admin(self, method: str, path: str, body: bytes | str | dict | None = None, *,
+              token: str | None = None, headers: dict | None = None, timeout: float = 15) -> AdminResponse:
+        """One request to the admin API (Unix socket or TCP, as the config says); token, when
+        given, goes as Authorization: Bearer. Dicts go as JSON."""
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        tcp = self.admin_tcp
+        conn = (http.client.HTTPConnection(tcp[0], tcp[1], timeout=timeout) if tcp
+                else _UnixHTTPConnection(str(self.admin_socket), timeout))
+        try:
+            resp = exchange(conn, method, path, body, hdrs)
+            raw = resp.read()
+            data: Any = raw
+            if "json" in (resp.getheader("Content-Type") or "").lower():
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    raise AssertionError(f"{method} {path}: {resp.status} says JSON but is not: "
+                                         f"{raw[:300]!r}") from None
+            return AdminResponse(resp.status, resp.headers, raw, data)
+        finally:
+            conn.close()
+
+    def admin_ok(self, method: str, path: str, body: bytes | str | dict | None = None, **kw) -> Any:
+        """admin() that must answer 200; returns the parsed JSON (or bytes)."""
+        r = self.admin(method, path, body, **kw)
+        if r.status != 200:
+            raise AssertionError(f"{method} {path} answered {r}")
+        return r.data
+
+    def ctl(self, *args: str, check: int | None = None, timeout: float = 60, raw: bool = False,
+            config: bool = True, env: dict | None = None) -> CtlResult:
+        """Runs repeaterctl --config <this daemon's config> ARGS (config=False leaves --config
+        out); returns (returncode, stdout, stderr), stdout as bytes when raw. check: the exit
+        code it must have. env adds to the environment; a None value removes a variable."""
+        cmd = [str(ctl_binary()), *(["--config", str(self.config_path)] if config else []), *args]
+        run_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+        try:
+            p = subprocess.run(cmd, cwd=self.workdir, env=run_env,
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"repeaterctl {' '.join(args)} did not finish within {timeout}s") from None
+        result = CtlResult(p.returncode, p.stdout if raw else p.stdout.decode(errors="replace"),
+                           p.stderr.decode(errors="replace"))
+        if check is not None and result.returncode != check:
+            raise AssertionError(f"repeaterctl {' '.join(args)}: expected exit {check}, got {result}")
+        return result
 
 
 # --------------------------------------------------------------------------- unittest glue

@@ -395,14 +395,66 @@ TEST(ConfigReport, WarningsDoNotPreventLoading) {
 TEST(ConfigKeys, UnknownTopLevelKeyListsAllowedKeys) {
   const LoadResult r = load(kValid + "colour: blue\n");
   EXPECT_TRUE(only_error(r, 10, 1,
-                         "unknown key \"colour\" (allowed keys: listen, ingest_tokens, storage, "
-                         "log, smtp, connections, repeaters)"));
+                         "unknown key \"colour\" (allowed keys: listen, ingest_tokens, admin, "
+                         "storage, log, smtp, connections, repeaters)"));
 }
 
-TEST(ConfigKeys, SpecKeysNotYetSupportedSaySo) {
-  const LoadResult r = load(kValid + "admin:\n  port: 8081\n");
-  ASSERT_EQ(r.errors.size(), 1u) << dump(r);
-  EXPECT_TRUE(has_error(r, 10, 1, "unknown key \"admin\": not supported by this version"));
+TEST(ConfigAdmin, DefaultsToASocketBesideTheDatabase) {
+  const LoadResult r = load(kValid + "storage:\n  path: /srv/q/repeaterd.db\n");
+  ASSERT_TRUE(r.config) << dump(r);
+  EXPECT_EQ(r.config->admin.unix_path, "/srv/q/repeaterd.sock");
+  EXPECT_EQ(r.config->admin.describe(), "unix:/srv/q/repeaterd.sock");
+  EXPECT_FALSE(r.config->admin.token);
+  const LoadResult bare = load(kValid + "storage:\n  path: repeaterd.db\n");
+  ASSERT_TRUE(bare.config) << dump(bare);
+  EXPECT_EQ(bare.config->admin.unix_path, "./repeaterd.sock");
+}
+
+TEST(ConfigAdmin, ListenTakesUnixPathsAndAddresses) {
+  const LoadResult u = load(kValid + "admin:\n  listen: unix:/run/repeaterd/admin.sock\n");
+  ASSERT_TRUE(u.config) << dump(u);
+  EXPECT_EQ(u.config->admin.unix_path, "/run/repeaterd/admin.sock");
+  const LoadResult v4 = load(kValid + "admin:\n  listen: 127.0.0.1:8081\n");
+  ASSERT_TRUE(v4.config) << dump(v4);
+  EXPECT_TRUE(v4.config->admin.unix_path.empty());
+  EXPECT_EQ(v4.config->admin.address, "127.0.0.1");
+  EXPECT_EQ(v4.config->admin.port, 8081);
+  const LoadResult v6 = load(kValid + "admin:\n  listen: \"[::1]:9000\"\n");
+  ASSERT_TRUE(v6.config) << dump(v6);
+  EXPECT_EQ(v6.config->admin.address, "::1");
+  EXPECT_EQ(v6.config->admin.describe(), "[::1]:9000");
+  // Spec §2's form.
+  const LoadResult ap = load(kValid + "admin:\n  address: 127.0.0.1\n  port: 8081\n");
+  ASSERT_TRUE(ap.config) << dump(ap);
+  EXPECT_EQ(ap.config->admin.describe(), "127.0.0.1:8081");
+}
+
+TEST(ConfigAdmin, MalformedListenSaysWhatItExpects) {
+  EXPECT_TRUE(only_error(load(kValid + "admin:\n  listen: localhost:80\n"), 11, 11,
+                         "admin.listen: expected unix:PATH or ADDRESS:PORT"));
+  EXPECT_TRUE(only_error(load(kValid + "admin:\n  listen: 127.0.0.1:99999\n"), 11, 11,
+                         "admin.listen: expected unix:PATH or ADDRESS:PORT"));
+  EXPECT_TRUE(only_error(load(kValid + "admin:\n  listen: \"unix:\"\n"), 11, 11, "needs a socket path"));
+  EXPECT_TRUE(only_error(load(kValid + "admin:\n  listen: 127.0.0.1:1\n  port: 2\n"), 11, 11,
+                         "give either listen or address and port, not both"));
+  EXPECT_TRUE(only_error(load(kValid + "admin:\n  port: 2\n"), 11, 3, "give both address and port"));
+}
+
+TEST(ConfigAdmin, OffLoopbackNeedsAToken) {
+  const LoadResult open = load(kValid + "admin:\n  listen: 0.0.0.0:8081\n");
+  EXPECT_TRUE(only_error(open, 11, 3, "admin: the admin API listens on 0.0.0.0:8081, which is not loopback"));
+  auto env = kEnv;
+  env["ADMIN_TOKEN"] = "s3cret-admin";
+  const LoadResult with = load(kValid + "admin:\n  listen: 0.0.0.0:8081\n  token_env: ADMIN_TOKEN\n", env);
+  ASSERT_TRUE(with.config) << dump(with);
+  ASSERT_TRUE(with.config->admin.token);
+  EXPECT_EQ(with.config->admin.token->value, "s3cret-admin");
+  // Loopback: optional.
+  EXPECT_TRUE(load(kValid + "admin:\n  listen: 127.0.0.2:8081\n").config);
+  EXPECT_TRUE(load(kValid + "admin:\n  listen: \"[::1]:8081\"\n").config);
+  env["ADMIN_TOKEN"] = "has space";
+  EXPECT_TRUE(only_error(load(kValid + "admin:\n  listen: 0.0.0.0:8081\n  token_env: ADMIN_TOKEN\n", env), 12, 14,
+                         "contains a space or control character"));
 }
 
 TEST(ConfigKeys, UnknownKeysInEveryMapping) {

@@ -53,5 +53,39 @@ TEST(OpenRosa, ErrorHasNoFormElements) {
   EXPECT_FALSE(root.child("form_id"));
 }
 
+TEST(EndpointName, FollowsTheRouter) {
+  struct Case {
+    const char* method;
+    const char* target;
+    const char* name;
+  };
+  const Case cases[] = {
+      {"POST", "/a/demo/receiver", "receiver"},
+      {"POST", "/a/demo/receiver?app_id=abc", "receiver"},
+      {"POST", "/a/demo/cases", "cases"},
+      {"POST", "/a/demo/apps/app-1", "apps"},
+      {"GET", "/a/demo/receiver/attachments/form-1/photo.jpg", "attachments"},
+      {"GET", "/a/demo/receiver/attachments/form%2F1/a%20b.jpg", "attachments"},
+      // Everything else is "other". The wrong method for a known path is answered 405, not
+      // by the endpoint's work.
+      {"GET", "/a/demo/receiver", "other"},
+      {"POST", "/a/demo/receiver/attachments/form-1/photo.jpg", "other"},
+      // Paths the router does not take (it has no secure/ or trailing-slash variants).
+      {"POST", "/a/demo/receiver/", "other"},
+      {"POST", "/a/demo/receiver/secure", "other"},
+      {"POST", "/a/demo/receiver/secure/app-1", "other"},
+      {"POST", "/a//receiver", "other"},
+      {"POST", "/a/demo/apps/", "other"},
+      {"GET", "/a/demo/receiver/attachments/form-1", "other"},
+      {"GET", "/metrics", "other"},
+      {"POST", "not a path", "other"},
+      // The server's own answers before the request line was read.
+      {"", "", "other"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(Receiver::endpoint_name(c.method, c.target), c.name) << c.method << " " << c.target;
+  }
+}
+
 }  // namespace
 }  // namespace repeaterd::ingest
