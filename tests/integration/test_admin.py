@@ -1,7 +1,7 @@
 """The admin API and repeaterctl (docs/admin-api.md, docs/repeaterctl.md), driven end to end:
 bulk requeue after an outage, resend, pause across a restart, an operator's cancel racing an
 attempt, the error answers, repeaterctl's exit codes, /metrics, list filters and pages, and the
-operations runbook captured from real runs (REPEATERD_WRITE_RUNBOOK=1 writes it)."""
+operations runbook captured from real runs (REPEATERD_WRITE_RUNBOOK=1 writes it into docs/operations.md)."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import unittest
 import urllib.parse
 import uuid
 
-from harness import (HERE, OTHER_TOKEN, SEED_CASE_ID, DaemonTestCase, Reply, connection, free_port, repeater,
+from harness import (HERE, OTHER_TOKEN, SOURCE_DIR, SEED_CASE_ID, DaemonTestCase, Reply, connection, free_port, repeater,
                      typed_repeater, unique_form, wait_until)
 
 STATES = ("pending", "failed", "succeeded", "cancelled")
@@ -23,7 +23,11 @@ FAST_CANCEL = {"initial": "100ms", "multiplier": 1, "max_delay": "100ms", "max_a
 # A 4xx cancels at once: the quickest way to a cancelled record with a known reason.
 REJECT_ONCE = {"max_attempts_client_error": 1}
 QUIET = 1.2        # "nothing more happens" is watched for this long (> 1 s)
-RUNBOOK = HERE / "runbook_output.md"
+# docs/operations.md's runbook is the output test_runbook_output captured, between these markers.
+OPERATIONS = SOURCE_DIR / "docs" / "operations.md"
+RUNBOOK_BEGIN = "<!-- runbook:begin: written by tests/integration/test_admin.py test_runbook_output " \
+                "when REPEATERD_WRITE_RUNBOOK=1 -->"
+RUNBOOK_END = "<!-- runbook:end -->"
 RECORDS = "/api/v1/records"
 
 
@@ -630,7 +634,7 @@ class RunbookTest(AdminTestCase):
             return r.stdout + r.stderr
 
         def section(title: str, note: str) -> None:
-            transcript.append(f"\n## {title}\n\n{note}\n\n```")
+            transcript.append(f"\n### {title}\n\n{note}\n\n```")
 
         def end() -> None:
             transcript.append("```")
@@ -704,14 +708,15 @@ class RunbookTest(AdminTestCase):
         ctl("status")
         end()
 
-        text = ("# repeaterctl runbook output, captured\n\n"
-                "Made by tests/integration/test_admin.py `test_runbook_output` against the real repeaterd and "
-                "repeaterctl (`REPEATERD_WRITE_RUNBOOK=1`). The receivers are local test endpoints; the test's "
-                "temp dir is shown as /var/lib/repeaterd. repeaterctl found the daemon through "
-                "`REPEATERD_CONFIG`.\n" + "\n".join(transcript) + "\n")
+        text = ("Captured by the test suite against the real repeaterd and repeaterctl; the receivers are "
+                "local test endpoints and the test's temp dir is shown as /var/lib/repeaterd. repeaterctl "
+                "found the daemon through `REPEATERD_CONFIG`.\n" + "\n".join(transcript) + "\n")
+        doc = OPERATIONS.read_text()
+        self.assertIn(RUNBOOK_BEGIN, doc)
+        self.assertIn(RUNBOOK_END, doc)
         if os.environ.get("REPEATERD_WRITE_RUNBOOK") == "1":
-            RUNBOOK.write_text(text)
-
+            begin = doc.index(RUNBOOK_BEGIN) + len(RUNBOOK_BEGIN)
+            OPERATIONS.write_text(doc[:begin] + "\n" + text + doc[doc.index(RUNBOOK_END):])
 
 if __name__ == "__main__":
     unittest.main()
