@@ -13,6 +13,11 @@ test_pkgs=(
   libgtest-dev libgmock-dev python3 sqlite3 openssl curl nginx-light wrk python3-aiosmtpd apache2
   # promtool checks the /metrics exposition in tests.
   prometheus
+  # test_package builds the .deb (dpkg-shlibdeps), installs it into a scratch root whose
+  # maintainer scripts run systemd-sysusers and systemd-tmpfiles, and lints the man pages.
+  dpkg-dev systemd groff-base
+  # test_logrotate runs config/repeaterd.logrotate against a live daemon.
+  logrotate
 )
 # The webhook signature tests run the standardwebhooks npm package under node; a node from
 # elsewhere will do.

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,6 +23,7 @@ namespace repeaterd::config {
 struct Secret {
   std::string value;
   std::string origin;
+  bool operator==(const Secret&) const = default;
 };
 
 struct Listen {
@@ -37,11 +40,13 @@ struct Listen {
   // Set instead of address/port: listen on this Unix socket (mode 0660). The admin listener's
   // default; the ingest listener is always TCP.
   std::string unix_path;
+  bool operator==(const Listen&) const = default;
 };
 
 struct IngestToken {
   std::string domain;
   Secret token;
+  bool operator==(const IngestToken&) const = default;
 };
 
 // The admin API's listener (docs/admin-api.md). Its size and time limits are the ingest
@@ -53,17 +58,20 @@ struct Admin {
   std::optional<Secret> token;  // required for TCP off loopback
   // "unix:PATH" or "ADDRESS:PORT", for messages.
   std::string describe() const;
+  bool operator==(const Admin&) const = default;
 };
 
 struct Storage {
   std::string path = "/var/lib/repeaterd/repeaterd.db";
   Duration retention = std::chrono::hours(24 * 30);  // Default: 30d
+  bool operator==(const Storage&) const = default;
 };
 
 struct Log {
   std::string events_file = "/var/log/repeaterd/events.log";
   std::string level = "info";  // trace | debug | info | warn | error
   Duration queue_summary_every = std::chrono::seconds(60);
+  bool operator==(const Log&) const = default;
 };
 
 struct ConnectionTls {
@@ -71,6 +79,7 @@ struct ConnectionTls {
   std::string ca_file;  // extra trust anchors, in addition to the system store
   std::string client_cert_file;  // mTLS: PEM certificate (chain) presented to the server
   std::string client_key_file;   // mTLS: its PEM private key; REQUIRES: both or neither
+  bool operator==(const ConnectionTls&) const = default;
 };
 
 // How requests to a connection authenticate (spec §2 auth).
@@ -89,6 +98,7 @@ struct Auth {
   Secret client_secret;
   std::string scope;
   bool client_auth_in_body = false;  // false: a Basic header (RFC 6749 §2.3.1), true: the form body
+  bool operator==(const Auth&) const = default;
 };
 
 struct Connection {
@@ -104,6 +114,7 @@ struct Connection {
   std::optional<double> rate_limit;  // requests a second; requests wait for their turn
   // Standard Webhooks signing key (decoded from its whsec_ base64 form); empty: no signature.
   std::optional<Secret> signing_secret;
+  bool operator==(const Connection&) const = default;
 };
 
 struct Retry {
@@ -113,6 +124,7 @@ struct Retry {
   std::uint32_t max_attempts = 8;
   std::uint32_t max_attempts_client_error = 3;
   double jitter = 0.2;  // delays are spread uniformly by ±jitter
+  bool operator==(const Retry&) const = default;
 };
 
 // What a repeater forwards (spec §4): the form, each case it touched, a stub naming both,
@@ -127,6 +139,7 @@ struct Filters {
   std::vector<std::string> form_xmlns;     // form and form_stub: only forms with these xmlns
   std::vector<std::string> case_types;     // case: only cases of these types
   std::vector<std::string> exclude_users;  // never payloads submitted by these user ids
+  bool operator==(const Filters&) const = default;
 };
 
 struct Repeater {
@@ -143,6 +156,7 @@ struct Repeater {
   std::optional<std::string> body_template;
   Filters filters;
   Retry retry;
+  bool operator==(const Repeater&) const = default;
 };
 
 // Where notification emails go out (spec §6). Absent: no emails.
@@ -159,10 +173,12 @@ struct Smtp {
   Duration retry_initial = std::chrono::seconds(10);
   double retry_multiplier = 2.0;
   Duration retry_max_delay = std::chrono::minutes(10);
+  bool operator==(const Smtp&) const = default;
 };
 
 struct Config {
-  std::string file;  // the path it was loaded from
+  std::string file;    // the path it was loaded from
+  std::string sha256;  // of the text it was loaded from (lowercase hex)
   Listen listen;
   std::vector<IngestToken> ingest_tokens;
   Admin admin;
@@ -174,6 +190,26 @@ struct Config {
 
   const Connection* find_connection(const std::string& name) const;
   const Repeater* find_repeater(const std::string& name) const;
+};
+
+// The config in force. A reload swaps it whole; every operation takes a snapshot (get()) and
+// reads only that, so nothing changes under it and what it points into stays alive.
+// Thread-safe.
+class ConfigHolder {
+ public:
+  explicit ConfigHolder(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
+  std::shared_ptr<const Config> get() const {
+    std::lock_guard lock(mu_);
+    return config_;
+  }
+  void set(std::shared_ptr<const Config> config) {
+    std::lock_guard lock(mu_);
+    config_ = std::move(config);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const Config> config_;  // GUARDED_BY(mu_)
 };
 
 struct Diagnostic {

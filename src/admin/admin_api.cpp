@@ -160,6 +160,11 @@ struct AdminApi::Impl {
   Context ctx;
   Micros started_at;
   std::unique_ptr<store::Db> reader;
+  // The config of the request being handled. route() keeps its own snapshot alive for the
+  // whole request, so what a request points into stays valid even if a request that starts
+  // while it waits (on a store job) moves this to a newer one.
+  std::shared_ptr<const config::Config> current;
+  const config::Config& cfg() const { return *current; }
 
   // The read-only connection, opened on first use; after an error the next read reopens it.
   store::Db& db() {
@@ -167,7 +172,7 @@ struct AdminApi::Impl {
     return *reader;
   }
 
-  const config::Repeater* repeater_cfg(const std::string& name) const { return ctx.config.find_repeater(name); }
+  const config::Repeater* repeater_cfg(const std::string& name) const { return cfg().find_repeater(name); }
 
   json record_json(const store::RecordView& r) const {
     const auto* cfg = repeater_cfg(r.repeater);
@@ -207,11 +212,11 @@ struct AdminApi::Impl {
     store::RecordFilter f;
     if (p.values.count("repeater") > 0) f.repeaters = p.many("repeater");
     if (auto c = p.one("connection")) {
-      if (ctx.config.find_connection(*c) == nullptr) {
+      if (cfg().find_connection(*c) == nullptr) {
         throw BadParameter{"connection", "no connection named \"" + *c + "\" in the configuration"};
       }
       std::vector<std::string> of;
-      for (const auto& r : ctx.config.repeaters) {
+      for (const auto& r : cfg().repeaters) {
         if (r.connection == *c && (!f.repeaters || std::find(f.repeaters->begin(), f.repeaters->end(), r.name) !=
                                                        f.repeaters->end())) {
           of.push_back(r.name);
@@ -280,7 +285,7 @@ struct AdminApi::Impl {
     const auto snap = ctx.scheduler.snapshot();
     for (const auto& [name, a] : snap.connections) g.in_flight.emplace_back(name, static_cast<std::int64_t>(a.in_flight));
     const auto paused = store::paused_repeaters(db());
-    for (const auto& r : ctx.config.repeaters) g.paused.emplace_back(r.name, r.paused || paused.contains(r.name));
+    for (const auto& r : cfg().repeaters) g.paused.emplace_back(r.name, r.paused || paused.contains(r.name));
     g.emails_queued = store::emails_queued(db());
     Reply r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -315,7 +320,7 @@ struct AdminApi::Impl {
   // Configured repeaters first (in config order), then those only the store knows.
   std::vector<std::string> all_repeaters() {
     std::vector<std::string> names;
-    for (const auto& r : ctx.config.repeaters) names.push_back(r.name);
+    for (const auto& r : cfg().repeaters) names.push_back(r.name);
     for (auto& n : store::repeaters_with_records(db())) {
       if (repeater_cfg(n) == nullptr) names.push_back(std::move(n));
     }
@@ -370,7 +375,7 @@ struct AdminApi::Impl {
       }
     }
     json conns = json::array();
-    for (const auto& c : ctx.config.connections) {
+    for (const auto& c : cfg().connections) {
       const auto& s = by_connection[c.name];
       json j = {{"name", c.name},
                 {"url", c.url},
@@ -384,7 +389,7 @@ struct AdminApi::Impl {
     return json_reply(200, {{"version", REPEATERD_VERSION},
                             {"started_at", format_iso8601(started_at)},
                             {"uptime_seconds", (now - started_at) / 1'000'000},
-                            {"config", {{"path", ctx.config.file}, {"sha256", ctx.config_sha256}}},
+                            {"config", {{"path", cfg().file}, {"sha256", cfg().sha256}}},
                             {"repeaters", std::move(reps)},
                             {"connections", std::move(conns)}});
   }
@@ -410,6 +415,19 @@ struct AdminApi::Impl {
                     nlohmann::json{{"repeater", name}, {"connection", cfg->connection}, {"by", "operator"}});
     spdlog::info("admin: repeater {} {} by an operator", name, paused ? "paused" : "resumed");
     co_return json_reply(200, {{"repeater", repeater_json(name, store::paused_repeaters(db()))}});
+  }
+
+  Reply reload() {
+    if (!ctx.reload) return error(503, "this daemon cannot reload");
+    const config::ReloadOutcome r = ctx.reload();
+    json body = {{"reloaded", r.ok}, {"changed", r.changed}, {"restart_needed", r.restart_needed}};
+    if (!r.ok) {
+      body["error"] = "the configuration file has errors; nothing was changed and the daemon keeps running on "
+                      "the configuration it had";
+      body["errors"] = r.errors;
+      return json_reply(422, body);
+    }
+    return json_reply(200, body);
   }
 
   // -- records --------------------------------------------------------------------------------
@@ -443,7 +461,7 @@ struct AdminApi::Impl {
     auto h = json::parse(text, nullptr, false);
     if (!h.is_object()) return json::object();
     std::set<std::string> secret{"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"};
-    for (const auto& c : ctx.config.connections) {
+    for (const auto& c : cfg().connections) {
       if (!c.auth.header.empty()) secret.insert(boost::to_lower_copy(c.auth.header));
     }
     for (auto& [k, v] : h.items()) {
@@ -455,8 +473,8 @@ struct AdminApi::Impl {
   Reply show(const std::string& id) {
     auto d = store::load_record(db(), id, kBodyExcerpt);
     if (!d) return error(404, "no record has the id " + id);
-    const auto* cfg = repeater_cfg(d->record.repeater);
-    const auto* conn = cfg != nullptr ? ctx.config.find_connection(cfg->connection) : nullptr;
+    const auto* rep = repeater_cfg(d->record.repeater);
+    const auto* conn = rep != nullptr ? cfg().find_connection(rep->connection) : nullptr;
     json attempts = json::array();
     for (const auto& a : d->attempts) {
       attempts.push_back({{"number", a.number},
@@ -492,7 +510,7 @@ struct AdminApi::Impl {
                 {"sha256", m.sha256},
                 {"received_on", format_iso8601(m.received_on)}}},
               {"request",
-               {{"method", cfg != nullptr ? json(cfg->method) : json(nullptr)},
+               {{"method", rep != nullptr ? json(rep->method) : json(nullptr)},
                 {"url", conn != nullptr ? json(url) : json(nullptr)},
                 {"content_type", d->content_type},
                 {"query", d->query},
@@ -575,13 +593,15 @@ struct AdminApi::Impl {
   // -- routing --------------------------------------------------------------------------------
 
   bool authorized(const IncomingRequest& req) const {
-    if (!ctx.config.admin.token) return true;
+    if (!cfg().admin.token) return true;
     const std::string prefix = "Bearer ";
     if (!boost::istarts_with(req.authorization, prefix)) return false;
-    return constant_time_equal(boost::trim_copy(req.authorization.substr(prefix.size())), ctx.config.admin.token->value);
+    return constant_time_equal(boost::trim_copy(req.authorization.substr(prefix.size())), cfg().admin.token->value);
   }
 
   awaitable<Reply> route(IncomingRequest& req) {
+    const std::shared_ptr<const config::Config> snapshot = ctx.config.get();
+    current = snapshot;
     auto url = boost::urls::parse_origin_form(req.target);
     if (!url) co_return error(400, "the request target \"" + req.target + "\" is not a valid path");
     std::vector<std::string> seg;
@@ -636,6 +656,11 @@ struct AdminApi::Impl {
       if (!method_is("POST")) co_return wrong_method("POST");
       params.check_known({});
       co_return co_await pause(seg[3], seg[4] == "pause");
+    }
+    if (what == "reload" && seg.size() == 3) {
+      if (!method_is("POST")) co_return wrong_method("POST");
+      params.check_known({});
+      co_return reload();
     }
     if (what == "records" && seg.size() == 3) {
       if (!method_is("GET")) co_return wrong_method("GET");

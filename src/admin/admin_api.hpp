@@ -18,6 +18,7 @@
 
 #include "common/event_log.hpp"
 #include "common/metrics.hpp"
+#include "config/reload.hpp"
 #include "ingest/http_types.hpp"
 #include "repeaterd/config.hpp"
 #include "scheduler/scheduler.hpp"
@@ -26,14 +27,15 @@
 namespace repeaterd::admin {
 
 struct Context {
-  const config::Config& config;
-  std::string config_sha256;  // of the file as it was loaded
+  config::ConfigHolder& config;  // each request reads one snapshot
   store::Store& store;
   EventLog& events;
   scheduler::Scheduler& scheduler;
   Metrics& metrics;
   // Empty when both listeners are bound; else what is not (for /readyz).
   std::function<std::string()> listeners_problem;
+  // Reloads the config file (POST /api/v1/reload); callable from the admin thread.
+  std::function<config::ReloadOutcome()> reload;
 };
 
 class AdminApi {

@@ -1,7 +1,8 @@
 #include "cli/daemon.hpp"
 
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
+#include <nlohmann/json.hpp>
+#include <fmt/ranges.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -14,15 +15,18 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <atomic>
 #include <csignal>
+#include <mutex>
 #include <map>
 #include <thread>
 #include <cstdlib>
 
 #include "admin/admin_api.hpp"
+#include "cli/service.hpp"
 #include "common/event_log.hpp"
 #include "common/ids.hpp"
 #include "common/metrics.hpp"
 #include "config/read_file.hpp"
+#include "config/reload.hpp"
 #include "ingest/receiver.hpp"
 #include "ingest/server.hpp"
 #include "notify/notifier.hpp"
@@ -37,23 +41,12 @@ namespace asio = boost::asio;
 using asio::awaitable;
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
-namespace {
-
-// Pings systemd's watchdog at half the interval it asked for, while the event loop is alive.
-awaitable<void> watchdog(std::uint64_t usec) {
-  auto ex = co_await asio::this_coro::executor;
-  asio::steady_timer t(ex);
-  for (;;) {
-    sd_notify(0, "WATCHDOG=1");
-    t.expires_after(std::chrono::microseconds(usec / 2));
-    auto [ec] = co_await t.async_wait(kUseTuple);
-    if (ec) co_return;
-  }
-}
-
-}  // namespace
-
-int run_daemon(const config::Config& config) {
+int run_daemon(config::Config initial) {
+  // The config in force; a reload swaps it (see reload below). What cannot change while running
+  // (the listeners, the database, the event log file) is read from the config it started with.
+  config::ConfigHolder holder(std::make_shared<const config::Config>(std::move(initial)));
+  const std::shared_ptr<const config::Config> boot = holder.get();
+  const config::Config& config = *boot;
   // First in, last out: coroutine frames still queued on it are destroyed after everything
   // they point into.
   asio::io_context io(1);
@@ -91,16 +84,15 @@ int run_daemon(const config::Config& config) {
   }
 
   // Email goes out from a thread of its own, so a slow or absent SMTP server never holds up
-  // forwarding; without an smtp section there is no notifier.
-  std::unique_ptr<notify::Notifier> notifier;
-  if (config.smtp) notifier = std::make_unique<notify::Notifier>(config, *store, events, &metrics);
+  // forwarding; without an smtp section (a reload may add one) it waits.
+  std::unique_ptr<notify::Notifier> notifier = std::make_unique<notify::Notifier>(holder, *store, events, &metrics);
   scheduler::Scheduler scheduler(
-      forward_io.get_executor(), config, *store, events,
+      forward_io.get_executor(), boot, *store, events,
       [&notifier] {
         if (notifier) notifier->wake();
       },
       paused, &metrics);
-  ingest::Receiver receiver(config, *store, events, [&](const std::string& r) { scheduler.notify(r); });
+  ingest::Receiver receiver(holder, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,
                         [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); },
                         &ingest::Receiver::error_reply);
@@ -115,13 +107,61 @@ int run_daemon(const config::Config& config) {
   // The admin API has a thread of its own: a long list or count never delays ingest.
   asio::io_context admin_io(1);
   auto admin_work = asio::make_work_guard(admin_io);
-  std::string config_sha256;
-  if (auto text = config::detail::read_small_file(config.file, 16u << 20); text.ok()) config_sha256 = sha256_hex(*text);
   std::atomic<bool> listening{false};
-  admin::AdminApi admin_api(admin::Context{config, config_sha256, *store, events, scheduler, metrics, [&] {
+
+  // Reload (SIGHUP, systemctl reload, POST /api/v1/reload): read and check the whole file; an
+  // invalid one changes nothing. A valid one replaces the config snapshot everything reads from
+  // (ingest per request, the scheduler's workers, the notifier per pass, the admin API per
+  // request); attempts in flight finish on the settings they started with.
+  std::mutex reload_mu;
+  auto reload = [&]() -> config::ReloadOutcome {
+    std::lock_guard lock(reload_mu);
+    service::reloading();
+    config::ReloadOutcome out;
+    auto loaded = config::load_config(boot->file);
+    for (const auto& w : loaded.warnings) spdlog::warn("reload: {}", w.to_string());
+    if (!loaded.config) {
+      for (const auto& e : loaded.errors) {
+        spdlog::error("{}", e.to_string());
+        out.errors.push_back(e.to_string());
+      }
+      spdlog::error("reload: {} error(s) in {}; nothing changed, still running on the configuration loaded before",
+                    out.errors.size(), boot->file);
+      events.emit("config.reload_failed", {{"file", boot->file}, {"errors", out.errors}});
+      service::ready("accepting submissions (the last reload failed: see the journal)");
+      return out;
+    }
+    const auto current = holder.get();
+    config::ReloadPlan plan = config::plan_reload(*current, *loaded.config);
+    auto next = std::make_shared<const config::Config>(std::move(plan.applied));
+    holder.set(next);
+    scheduler.reconfigure(next);
+    notifier->wake();
+    spdlog::set_level(spdlog::level::from_str(next->log.level));
+    for (const auto& r : plan.restart_needed) {
+      spdlog::warn("reload: {} changed in {} but cannot change while running; restart repeaterd to apply it", r,
+                   boot->file);
+    }
+    for (const auto& c : next->connections) {
+      if (!c.tls.verify) spdlog::warn("connection {}: tls.verify is false: the server's certificate is not checked", c.name);
+    }
+    spdlog::info("reload: {} applied{}{}", boot->file, plan.changed.empty() ? ": nothing changed" : ": ",
+                 fmt::join(plan.changed, "; "));
+    events.emit("config.reloaded",
+                {{"file", boot->file}, {"changed", plan.changed}, {"restart_needed", plan.restart_needed}});
+    service::ready("accepting submissions");
+    out.ok = true;
+    out.changed = std::move(plan.changed);
+    out.restart_needed = std::move(plan.restart_needed);
+    return out;
+  };
+
+  admin::AdminApi admin_api(admin::Context{holder, *store, events, scheduler, metrics,
+                                           [&] {
                                              return listening ? std::string()
                                                               : std::string("the listeners are not accepting (starting or stopping)");
-                                           }});
+                                           },
+                                           reload});
   config::Listen admin_listen = config.listen;  // the ingest listener's limits
   admin_listen.unix_path = config.admin.unix_path;
   admin_listen.address = config.admin.address;
@@ -154,11 +194,20 @@ int run_daemon(const config::Config& config) {
     }
   }
 
-  std::uint64_t watchdog_usec = 0;
-  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
-    asio::co_spawn(io, watchdog(watchdog_usec), asio::detached);
-  }
-  sd_notify(0, "READY=1\nSTATUS=accepting submissions");
+  if (const auto usec = service::watchdog_usec(); usec > 0) asio::co_spawn(io, service::watchdog(usec), asio::detached);
+  service::ready("accepting submissions");
+  if (const auto stall = service::test_stall_from_env()) asio::co_spawn(io, service::test_stall(*stall), asio::detached);
+  asio::co_spawn(
+      io,
+      service::status_every(
+          *store,
+          [&scheduler] {
+            std::size_t n = 0;
+            for (const auto& [name, a] : scheduler.snapshot().connections) n += a.in_flight;
+            return n;
+          },
+          [&listening] { return listening.load(); }),
+      asio::detached);
 
   asio::signal_set reopen(io, SIGUSR1);
   std::function<void()> arm_reopen = [&] {
@@ -175,7 +224,8 @@ int run_daemon(const config::Config& config) {
   std::function<void()> arm_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
-      spdlog::warn("SIGHUP: this version does not reload its configuration; restart repeaterd to apply changes");
+      spdlog::info("SIGHUP: reloading {}", boot->file);
+      (void)reload();
       arm_hangup();
     });
   };
@@ -187,7 +237,7 @@ int run_daemon(const config::Config& config) {
     spdlog::info("{}: stopping: no new submissions; finishing attempts in flight (up to {} s)",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT",
                  std::chrono::duration_cast<std::chrono::seconds>(kShutdownGrace).count());
-    sd_notify(0, "STOPPING=1");
+    service::stopping();
     listening = false;
     server.stop();
     asio::co_spawn(

@@ -15,6 +15,6 @@ namespace repeaterd {
 inline constexpr Duration kShutdownGrace = std::chrono::seconds(20);
 
 // Runs until a stop signal; returns the process exit code.
-int run_daemon(const config::Config& config);
+int run_daemon(config::Config config);
 
 }  // namespace repeaterd

@@ -60,5 +60,5 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::set_level(spdlog::level::from_str(loaded.config->log.level));
-  return repeaterd::run_daemon(*loaded.config);
+  return repeaterd::run_daemon(std::move(*loaded.config));
 }

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/encoding.hpp"
+#include "common/ids.hpp"
 #include "config/read_file.hpp"
 #include "config/reporter.hpp"
 #include <nlohmann/json.hpp>
@@ -991,6 +992,7 @@ LoadResult load_config_text(const std::string& text, const std::string& file,
     config = Loader(reporter, environment).load(*root);
   }
   config.file = file;
+  config.sha256 = sha256_hex(text);
   LoadResult result;
   if (!reporter.has_errors()) result.config = std::move(config);
   result.errors = reporter.take_errors();

@@ -200,7 +200,7 @@ std::string Receiver::endpoint_name(const std::string& method, const std::string
   return "other";
 }
 
-Receiver::Receiver(const config::Config& config, store::Store& store, EventLog& events,
+Receiver::Receiver(config::ConfigHolder& config, store::Store& store, EventLog& events,
                    std::function<void(const std::string&)> on_records)
     : config_(config), store_(store), events_(events), on_records_(std::move(on_records)) {}
 
@@ -219,7 +219,8 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
     reply.headers.emplace_back("Allow", allowed);
     co_return reply;
   }
-  switch (authenticate(config_.ingest_tokens, request.authorization, r.domain)) {
+  const std::shared_ptr<const config::Config> config = config_.get();
+  switch (authenticate(config->ingest_tokens, request.authorization, r.domain)) {
     case AuthResult::ok:
       break;
     case AuthResult::missing: {
@@ -261,7 +262,7 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
     co_return error_for(xml_client ? Endpoint::receiver : Endpoint::cases, refused->status,
                         refused->reason + "; nothing was stored");
   }
-  co_return co_await store_submission(std::move(std::get<Submission>(s)), xml_client);
+  co_return co_await store_submission(std::move(std::get<Submission>(s)), xml_client, config);
 }
 
 namespace {
@@ -400,9 +401,9 @@ Receiver::Read Receiver::read_app_change(IncomingRequest& request, const std::st
   return s;
 }
 
-boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_client) {
+boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_client,
+                                                         std::shared_ptr<const config::Config> config) {
   const Micros now = s.payload.received_on;
-  const config::Config* config = &config_;
   auto shared = std::make_shared<Submission>(std::move(s));
   auto records = std::make_shared<std::vector<store::NewRecord>>();
   auto cases = std::make_shared<std::vector<payload::CaseState>>();
@@ -453,7 +454,7 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
                           p.payload_id, 0, case_ids);
   }
   for (const auto& rec : *records) {
-    const config::Repeater* r = config_.find_repeater(rec.repeater);
+    const config::Repeater* r = config->find_repeater(rec.repeater);
     events_.emit("record.created", {{"record_id", rec.id},
                                     {"repeater", rec.repeater},
                                     {"connection", r != nullptr ? r->connection : ""},

@@ -33,7 +33,8 @@ struct Rejection {
 class Receiver {
  public:
   // `on_records` is told each repeater that got new records (to wake the scheduler).
-  Receiver(const config::Config& config, store::Store& store, EventLog& events,
+  // Each request reads the config in force when it arrived (a reload swaps `config`).
+  Receiver(config::ConfigHolder& config, store::Store& store, EventLog& events,
            std::function<void(const std::string& repeater)> on_records);
 
   boost::asio::awaitable<Reply> handle(IncomingRequest request);
@@ -57,12 +58,13 @@ class Receiver {
   Read read_app_change(IncomingRequest& request, const std::string& domain, const std::string& app_id);
   // Applies the submission's case blocks, stores it and its records in one store job, then
   // answers: 201, 202 (duplicate), 422 (invalid case blocks) or 503.
-  boost::asio::awaitable<Reply> store_submission(Submission s, bool xml_client);
+  boost::asio::awaitable<Reply> store_submission(Submission s, bool xml_client,
+                                                 std::shared_ptr<const config::Config> config);
   // Answers a GET for an attachment of the newest stored payload of `form_id`: 200 with its
   // bytes and content type, 404 naming what is unknown, 503 when the store fails.
   boost::asio::awaitable<Reply> serve_attachment(std::string domain, std::string form_id, std::string name);
 
-  const config::Config& config_;
+  config::ConfigHolder& config_;
   store::Store& store_;
   EventLog& events_;
   std::function<void(const std::string&)> on_records_;

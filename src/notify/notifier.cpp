@@ -29,8 +29,8 @@ Result<T> run_job(store::Store& store, std::function<T(store::Db&)> fn) {
 
 }  // namespace
 
-Notifier::Notifier(const config::Config& config, store::Store& store, EventLog& events, Metrics* metrics)
-    : config_(config), smtp_(*config.smtp), store_(store), events_(events), metrics_(metrics) {
+Notifier::Notifier(config::ConfigHolder& config, store::Store& store, EventLog& events, Metrics* metrics)
+    : config_(config), store_(store), events_(events), metrics_(metrics) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -71,14 +71,17 @@ void Notifier::run() {
 Micros Notifier::pass() {
   const Micros now = now_micros();
   Micros next = now + kMaxSleep;
-  compose_due(now, next);
-  send_due(now_micros());
+  const auto config = config_.get();
+  if (!config->smtp) return next;  // no smtp section (yet): notifications wait in the store
+  compose_due(*config, now, next);
+  send_due(*config->smtp, now_micros());
   auto due = run_job<std::optional<Micros>>(store_, [](store::Db& db) { return store::Store::next_email_due(db); });
   if (due.ok() && *due) next = std::min(next, **due);
   return next;
 }
 
-void Notifier::compose_due(Micros now, Micros& next) {
+void Notifier::compose_due(const config::Config& config, Micros now, Micros& next) {
+  const config::Smtp& smtp = *config.smtp;
   auto pending = run_job<std::vector<store::UnsentNotifications>>(
       store_, [](store::Db& db) { return store::Store::unsent_notifications(db); });
   if (!pending.ok()) {
@@ -86,11 +89,11 @@ void Notifier::compose_due(Micros now, Micros& next) {
     return;
   }
   for (const auto& p : *pending) {
-    const config::Connection* c = config_.find_connection(p.connection);
+    const config::Connection* c = config.find_connection(p.connection);
     // A connection removed from the config, or whose notify list was emptied, keeps its
     // notifications until someone is there to tell again.
     if (c == nullptr || c->notify.empty()) continue;
-    const Micros window_end = p.window_start + to_micros(smtp_.throttle);
+    const Micros window_end = p.window_start + to_micros(smtp.throttle);
     if (p.window_start != 0 && now < window_end) {
       next = std::min(next, window_end);
       continue;
@@ -106,11 +109,11 @@ void Notifier::compose_due(Micros now, Micros& next) {
     const bool summary_due = p.window_start != 0 && events->front().at < window_end;
     if (!summary_due) events->resize(1);
     Message m;
-    m.from = smtp_.from;
+    m.from = smtp.from;
     m.to = c->notify;
     m.connection = c->name;
     m.url = c->url;  // compose() shows it without any userinfo
-    m.config_file = config_.file;
+    m.config_file = config.file;
     m.events = std::move(*events);
     m.now = now;
     const std::string message = compose(m);
@@ -123,7 +126,7 @@ void Notifier::compose_due(Micros now, Micros& next) {
   }
 }
 
-void Notifier::send_due(Micros now) {
+void Notifier::send_due(const config::Smtp& smtp, Micros now) {
   auto due = run_job<std::vector<store::OutboxEmail>>(
       store_, [now](store::Db& db) { return store::Store::due_emails(db, now, kSendBatch); });
   if (!due.ok()) {
@@ -131,16 +134,16 @@ void Notifier::send_due(Micros now) {
     return;
   }
   SmtpSettings settings;
-  settings.url = smtp_.url;
-  settings.starttls_required = smtp_.starttls_required;
-  settings.username = smtp_.username;
-  settings.password = smtp_.password.value;
-  settings.ca_file = smtp_.ca_file;
-  settings.tls_verify = smtp_.tls_verify;
+  settings.url = smtp.url;
+  settings.starttls_required = smtp.starttls_required;
+  settings.username = smtp.username;
+  settings.password = smtp.password.value;
+  settings.ca_file = smtp.ca_file;
+  settings.tls_verify = smtp.tls_verify;
   settings.cancel = &cancel_;
   for (const auto& e : *due) {
     if (cancel_.cancelled()) return;  // shutting down: the rest stay in the outbox
-    const Status sent = send_mail(settings, smtp_.from, e.recipients, e.message);
+    const Status sent = send_mail(settings, smtp.from, e.recipients, e.message);
     if (metrics_ != nullptr) metrics_->email(sent.ok());
     const Micros at = now_micros();
     nlohmann::json fields = {{"connection", e.connection}, {"email_id", e.id}, {"events", e.events},
@@ -156,9 +159,9 @@ void Notifier::send_due(Micros now) {
       continue;
     }
     // Keep trying, spaced out: an email is never dropped, only delayed.
-    const double factor = std::pow(smtp_.retry_multiplier, e.attempts);
-    const Micros delay = std::min<Micros>(to_micros(smtp_.retry_max_delay),
-                                          static_cast<Micros>(static_cast<double>(to_micros(smtp_.retry_initial)) * factor));
+    const double factor = std::pow(smtp.retry_multiplier, e.attempts);
+    const Micros delay = std::min<Micros>(to_micros(smtp.retry_max_delay),
+                                          static_cast<Micros>(static_cast<double>(to_micros(smtp.retry_initial)) * factor));
     const Micros next_try = at + delay;
     const std::int64_t id = e.id;
     const std::string error = sent.error().message;

@@ -25,9 +25,10 @@ namespace repeaterd::notify {
 
 class Notifier {
  public:
-  // REQUIRES: config.smtp is set. Starts the thread. `metrics` (optional, not owned, must
+  // Starts the thread. Each pass reads the config in force (a reload may add, change or remove
+  // the smtp section; without one the notifier waits). `metrics` (optional, not owned, must
   // outlive the notifier) counts each send and failed send.
-  Notifier(const config::Config& config, store::Store& store, EventLog& events, Metrics* metrics = nullptr);
+  Notifier(config::ConfigHolder& config, store::Store& store, EventLog& events, Metrics* metrics = nullptr);
   ~Notifier();  // abandons a send in progress (the email stays queued) and stops the thread
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
@@ -39,11 +40,10 @@ class Notifier {
   void run();
   // One pass; returns when to look again.
   Micros pass();
-  void compose_due(Micros now, Micros& next);
-  void send_due(Micros now);
+  void compose_due(const config::Config& config, Micros now, Micros& next);
+  void send_due(const config::Smtp& smtp, Micros now);
 
-  const config::Config& config_;
-  const config::Smtp& smtp_;
+  config::ConfigHolder& config_;
   store::Store& store_;
   EventLog& events_;
   Metrics* metrics_;  // may be null

@@ -93,9 +93,12 @@ struct ActivityBoard {
 // One connection's share of the queue: its repeaters, its client, its in-flight slots.
 class Worker {
  public:
-  Worker(asio::any_io_executor ex, const config::Connection& connection, store::Store& store, EventLog& events,
-         bool notify, std::function<void()> on_notification, ActivityBoard& board, Metrics* metrics)
-      : notify_(notify && !connection.notify.empty()),
+  // `connection` points into `created`, which the worker keeps: its client and authenticator
+  // hold the settings it was made with until it is gone.
+  Worker(asio::any_io_executor ex, std::shared_ptr<const config::Config> created, const config::Connection& connection,
+         store::Store& store, EventLog& events, std::function<void()> on_notification, ActivityBoard& board,
+         Metrics* metrics)
+      : created_(std::move(created)),
         on_notification_(std::move(on_notification)),
         board_(board),
         metrics_(metrics),
@@ -112,11 +115,23 @@ class Worker {
     if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, 1.0, now_micros());
   }
 
-  void add_repeater(const config::Repeater& r, bool operator_paused) {
-    repeaters_[r.name] = &r;
-    if (operator_paused) operator_paused_.insert(r.name);
+  const config::Connection& connection() const { return connection_; }
+
+  // The repeaters this connection serves from now on, in the config `config` (a reload hands
+  // a new one). Records claimed before keep the view they were claimed with.
+  void set_repeaters(std::shared_ptr<const config::Config> config, const std::vector<const config::Repeater*>& repeaters,
+                     const std::set<std::string>& operator_paused) {
+    auto v = std::make_shared<View>();
+    v->config = std::move(config);
+    for (const auto* r : repeaters) v->repeaters[r->name] = r;
+    view_ = std::move(v);
+    operator_paused_ = operator_paused;
     update_active();
+    wake();
   }
+
+  // Stopped, with nothing in flight and its loop ended: safe to destroy.
+  bool done() const { return stopping_ && in_flight_ == 0 && run_ended_; }
 
   // Takes effect at once: claims from now on leave the repeater out (attempts in flight
   // finish); a resume claims its due records straight away.
@@ -144,6 +159,10 @@ class Worker {
 
  private:
   awaitable<void> run() {
+    struct Ended {
+      bool& flag;
+      ~Ended() { flag = true; }
+    } ended{run_ended_};
     while (!stopping_) {
       dirty_ = false;
       const std::size_t free = connection_.max_in_flight - in_flight_;
@@ -154,6 +173,8 @@ class Worker {
         std::function<store::Claim(store::Db&)> job = [repeaters = active_, free](store::Db& db) {
           return store::Store::claim(db, repeaters, free, now_micros());
         };
+        // Every record claimed now belongs to a repeater of this view.
+        auto view = view_;
         auto claim = co_await store::async_run<store::Claim>(store_, std::move(job));
         if (!claim.ok()) {
           spdlog::error("scheduler[{}]: cannot claim due records: {}", connection_.name, claim.error().message);
@@ -162,7 +183,7 @@ class Worker {
           for (auto& rec : claim->records) {
             ++in_flight_;
             board_.started(rec.repeater, connection_.name);
-            spawn_logged(executor_, slot(std::move(rec)), "attempt[" + connection_.name + "]");
+            spawn_logged(executor_, slot(std::move(rec), view), "attempt[" + connection_.name + "]");
           }
           next_due = claim->next_due;
         }
@@ -181,14 +202,16 @@ class Worker {
   // One in-flight slot: sends its record, stores the outcome and, in the same store job,
   // claims the next due record of this connection, until none is due. Chaining the claim onto
   // the outcome halves the store round trips of a busy connection.
-  awaitable<void> slot(store::ClaimedRecord first) {
+  struct View;
+  awaitable<void> slot(store::ClaimedRecord first, std::shared_ptr<const View> first_view) {
     std::optional<store::ClaimedRecord> next = std::move(first);
+    std::shared_ptr<const View> view = std::move(first_view);
     while (next) {
       store::ClaimedRecord rec = std::move(*next);
       next.reset();
-      const Attempt done = co_await attempt(rec);
+      const Attempt done = co_await attempt(rec, *view);
       bool applied = true;
-      next = co_await store_outcome(done.outcome, applied);
+      next = co_await store_outcome(done.outcome, applied, view);
       board_.ended(rec.repeater, connection_.name, rec.id, done.outcome.succeeded, done.outcome.error);
       if (metrics_) metrics_->attempt(connection_.name, outcome_label(done.cls), static_cast<double>(done.outcome.duration_ms) / 1000.0);
       report(rec, done, applied);
@@ -204,8 +227,10 @@ class Worker {
     ErrorClass cls = ErrorClass::success;
   };
 
-  awaitable<Attempt> attempt(store::ClaimedRecord& rec) {
-    const config::Repeater* repeater = repeaters_.at(rec.repeater);
+  // Runs on the settings of `view` (the config when the record was claimed), whatever a reload
+  // does meanwhile.
+  awaitable<Attempt> attempt(store::ClaimedRecord& rec, const View& view) {
+    const config::Repeater* repeater = view.repeaters.at(rec.repeater);
     sender::Request req;
     req.method = repeater->method;
     req.query = rec.query;
@@ -267,7 +292,8 @@ class Worker {
     out.next_attempt_at = a.decision.next_attempt_at;
     out.reason = a.decision.reason;
     out.connection = connection_.name;
-    if (notify_) {
+    // The connection has contacts and there is an smtp section.
+    if (view.config->smtp && !connection_.notify.empty()) {
       notify::Event e;
       e.record_id = rec.id;
       e.repeater = rec.repeater;
@@ -288,9 +314,12 @@ class Worker {
   // retries. If we are stopping, the next start finds the attempt in flight and records it as
   // interrupted.
   // `applied` tells whether the record took the outcome (an operator may have acted on it).
-  awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out, bool& applied) {
+  // `view` becomes the view the next record was claimed with.
+  awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out, bool& applied,
+                                                              std::shared_ptr<const View>& view) {
     for (;;) {
       std::vector<std::string> repeaters = stopping_ ? std::vector<std::string>{} : active_;
+      auto claimed_with = view_;
       auto finished = std::make_shared<store::Store::Finished>();
       std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters), finished](store::Db& db) {
         *finished = store::Store::finish(db, out, now_micros());
@@ -302,6 +331,7 @@ class Worker {
       if (stored.ok() && finished->notified && on_notification_) on_notification_();
       if (stored.ok()) {
         if (stored->records.empty()) co_return std::nullopt;
+        view = std::move(claimed_with);
         co_return std::move(stored->records.front());
       }
       spdlog::error("scheduler[{}]: cannot store the outcome of record {}: {}; retrying", connection_.name,
@@ -343,12 +373,18 @@ class Worker {
 
   void update_active() {
     active_.clear();
-    for (const auto& [name, r] : repeaters_) {
+    for (const auto& [name, r] : view_->repeaters) {
       if (!r->paused && !operator_paused_.contains(name)) active_.push_back(name);
     }
   }
 
-  const bool notify_;  // the connection has contacts and there is an smtp section
+  // A config and this connection's repeaters in it.
+  struct View {
+    std::shared_ptr<const config::Config> config;
+    std::map<std::string, const config::Repeater*> repeaters;
+  };
+
+  const std::shared_ptr<const config::Config> created_;  // owns connection_
   std::function<void()> on_notification_;
   ActivityBoard& board_;
   Metrics* metrics_;
@@ -361,12 +397,13 @@ class Worker {
   std::optional<sender::TokenBucket> bucket_;
   asio::steady_timer timer_;
   std::mt19937_64 random_;
-  std::map<std::string, const config::Repeater*> repeaters_;
+  std::shared_ptr<const View> view_ = std::make_shared<View>();
   std::set<std::string> operator_paused_;
   std::vector<std::string> active_;  // repeaters paused neither in the config nor by an operator
   std::size_t in_flight_ = 0;
   bool dirty_ = false;     // woken while not waiting: look again before sleeping
   bool stopping_ = false;
+  bool run_ended_ = false;
 };
 
 struct Scheduler::Timers {
@@ -375,36 +412,73 @@ struct Scheduler::Timers {
   asio::steady_timer purge;
 };
 
-Scheduler::Scheduler(asio::any_io_executor executor, const config::Config& config, store::Store& store,
-                     EventLog& events, std::function<void()> on_notification,
+Scheduler::Scheduler(asio::any_io_executor executor, std::shared_ptr<const config::Config> config,
+                     store::Store& store, EventLog& events, std::function<void()> on_notification,
                      const std::map<std::string, Micros>& paused, Metrics* metrics)
-    : executor_(executor), config_(config), store_(store), events_(events),
-      timers_(std::make_unique<Timers>(executor)), board_(std::make_shared<ActivityBoard>()) {
-  std::map<std::string, Worker*> by_connection;
-  for (const auto& c : config_.connections) {
-    workers_.push_back(std::make_unique<Worker>(executor_, c, store_, events_, config_.smtp.has_value(),
-                                                on_notification, *board_, metrics));
-    by_connection[c.name] = workers_.back().get();
-    board_->snapshot.connections[c.name];
+    : executor_(executor), store_(store), events_(events), on_notification_(std::move(on_notification)),
+      metrics_(metrics), timers_(std::make_unique<Timers>(executor)), board_(std::make_shared<ActivityBoard>()) {
+  for (const auto& [name, at] : paused) operator_paused_.insert(name);
+  apply(std::move(config));
+}
+
+// Makes the workers match `config`: a worker whose connection settings are unchanged keeps
+// going (with the new repeaters); a changed or removed connection's worker stops claiming and
+// is kept until its attempts in flight have finished on the settings they started with; a new
+// or changed connection gets a new worker. Runs on the executor (or before start()).
+void Scheduler::apply(std::shared_ptr<const config::Config> config) {
+  std::erase_if(retired_, [](const auto& w) { return w->done(); });
+  std::map<std::string, std::vector<const config::Repeater*>> by_connection;
+  for (const auto& r : config->repeaters) by_connection[r.connection].push_back(&r);
+  std::map<std::string, std::unique_ptr<Worker>> next;
+  for (const auto& c : config->connections) {
+    auto it = workers_.find(c.name);
+    if (it != workers_.end() && it->second->connection() == c) {
+      next[c.name] = std::move(it->second);
+      workers_.erase(it);
+      continue;
+    }
+    auto w = std::make_unique<Worker>(executor_, config, c, store_, events_, on_notification_, *board_, metrics_);
+    if (started_) w->start();
+    next[c.name] = std::move(w);
   }
-  for (const auto& r : config_.repeaters) {
-    Worker* w = by_connection.at(r.connection);
-    const bool op_paused = paused.contains(r.name);
-    w->add_repeater(r, op_paused);
-    worker_of_repeater_[r.name] = w;
-    board_->snapshot.repeaters[r.name];
-    board_->snapshot.operator_paused[r.name] = op_paused;
+  for (auto& [name, w] : workers_) {  // changed or removed connections
+    w->stop();
+    retired_.push_back(std::move(w));
   }
+  workers_ = std::move(next);
+  worker_of_repeater_.clear();
+  for (auto& [name, w] : workers_) {
+    w->set_repeaters(config, by_connection[name], operator_paused_);
+    for (const auto* r : by_connection[name]) worker_of_repeater_[r->name] = w.get();
+  }
+  {
+    std::lock_guard lock(board_->mu);
+    for (const auto& c : config->connections) board_->snapshot.connections[c.name];
+    for (const auto& r : config->repeaters) {
+      board_->snapshot.repeaters[r.name];
+      board_->snapshot.operator_paused[r.name] = operator_paused_.contains(r.name);
+    }
+  }
+  config_ = std::move(config);
+}
+
+void Scheduler::reconfigure(std::shared_ptr<const config::Config> config) {
+  asio::post(executor_, [this, config = std::move(config)]() mutable {
+    if (!stopping_) apply(std::move(config));
+  });
 }
 
 void Scheduler::set_paused(const std::string& repeater, bool paused) {
-  auto it = worker_of_repeater_.find(repeater);
-  if (it == worker_of_repeater_.end()) return;
   {
     std::lock_guard lock(board_->mu);
     board_->snapshot.operator_paused[repeater] = paused;
   }
-  asio::post(executor_, [w = it->second, repeater, paused] { w->set_operator_paused(repeater, paused); });
+  asio::post(executor_, [this, repeater, paused] {
+    if (paused) operator_paused_.insert(repeater);
+    else operator_paused_.erase(repeater);
+    auto it = worker_of_repeater_.find(repeater);
+    if (it != worker_of_repeater_.end()) it->second->set_operator_paused(repeater, paused);
+  });
 }
 
 Snapshot Scheduler::snapshot() const {
@@ -415,20 +489,24 @@ Snapshot Scheduler::snapshot() const {
 Scheduler::~Scheduler() = default;
 
 void Scheduler::start() {
-  for (auto& w : workers_) w->start();
+  started_ = true;
+  for (auto& [name, w] : workers_) w->start();
   spawn_logged(executor_, summarize_every(), "queue summary");
   spawn_logged(executor_, purge_every(), "retention purge");
 }
 
 void Scheduler::notify(const std::string& repeater) {
-  auto it = worker_of_repeater_.find(repeater);
-  if (it == worker_of_repeater_.end()) return;
-  asio::post(executor_, [w = it->second] { w->wake(); });
+  // Looked up on the executor: a reload changes which worker serves a repeater.
+  asio::post(executor_, [this, repeater] {
+    auto it = worker_of_repeater_.find(repeater);
+    if (it != worker_of_repeater_.end()) it->second->wake();
+  });
 }
 
 std::size_t Scheduler::in_flight() const {
   std::size_t n = 0;
-  for (const auto& w : workers_) n += w->in_flight();
+  for (const auto& [name, w] : workers_) n += w->in_flight();
+  for (const auto& w : retired_) n += w->in_flight();
   return n;
 }
 
@@ -436,7 +514,7 @@ awaitable<void> Scheduler::drain(Duration grace) {
   stopping_ = true;
   timers_->summary.cancel();
   timers_->purge.cancel();
-  for (auto& w : workers_) w->stop();
+  for (auto& [name, w] : workers_) w->stop();
   const auto deadline = std::chrono::steady_clock::now() + grace;
   asio::steady_timer t(executor_);
   while (in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -452,7 +530,7 @@ awaitable<void> Scheduler::drain(Duration grace) {
 
 awaitable<void> Scheduler::summarize_every() {
   while (!stopping_) {
-    timers_->summary.expires_after(config_.log.queue_summary_every);
+    timers_->summary.expires_after(config_->log.queue_summary_every);
     co_await timers_->summary.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopping_) break;
     const Micros now = now_micros();
@@ -466,7 +544,7 @@ awaitable<void> Scheduler::summarize_every() {
     }
     nlohmann::json reps = nlohmann::json::array();
     for (const auto& r : *s) {
-      const config::Repeater* cfg = config_.find_repeater(r.repeater);
+      const config::Repeater* cfg = config_->find_repeater(r.repeater);
       nlohmann::json j = {{"repeater", r.repeater},   {"pending", r.pending},     {"failed", r.failed},
                           {"succeeded", r.succeeded}, {"cancelled", r.cancelled},
                           {"oldest_due_age_ms", r.oldest_due ? (now - *r.oldest_due) / 1000 : 0}};
@@ -481,12 +559,13 @@ awaitable<void> Scheduler::summarize_every() {
 }
 
 awaitable<void> Scheduler::purge_every() {
-  const Duration every = std::min<Duration>(std::chrono::hours(1), config_.storage.retention);
+  const Duration every = std::min<Duration>(std::chrono::hours(1), config_->storage.retention);
   while (!stopping_) {
     timers_->purge.expires_after(every);
     co_await timers_->purge.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopping_) break;
-    const Micros cutoff = now_micros() - std::chrono::duration_cast<std::chrono::microseconds>(config_.storage.retention).count();
+    const Micros cutoff =
+        now_micros() - std::chrono::duration_cast<std::chrono::microseconds>(config_->storage.retention).count();
     std::int64_t total = 0;
     // Small batches keep each transaction short so ingest never waits long behind a purge.
     for (;;) {

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,8 +56,8 @@ class Scheduler {
   // `on_notification` is called (on the executor) after an attempt's outcome queued a
   // notification, to wake the notifier. `paused` are the repeaters an operator paused (from
   // the store); `metrics` may be null.
-  Scheduler(boost::asio::any_io_executor executor, const config::Config& config, store::Store& store,
-            EventLog& events, std::function<void()> on_notification = {},
+  Scheduler(boost::asio::any_io_executor executor, std::shared_ptr<const config::Config> config,
+            store::Store& store, EventLog& events, std::function<void()> on_notification = {},
             const std::map<std::string, Micros>& paused = {}, Metrics* metrics = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
@@ -64,6 +65,10 @@ class Scheduler {
 
   // Starts the connection workers, the queue summary and the retention purge.
   void start();
+
+  // A reload: from now on, work to `config` (see apply() in scheduler.cpp). Callable from any
+  // thread; takes effect on the executor.
+  void reconfigure(std::shared_ptr<const config::Config> config);
 
   // New records exist for `repeater`: wake its connection's worker. Callable from any thread.
   void notify(const std::string& repeater);
@@ -85,12 +90,20 @@ class Scheduler {
   boost::asio::awaitable<void> summarize_every();
   boost::asio::awaitable<void> purge_every();
 
+  void apply(std::shared_ptr<const config::Config> config);
+
+  // All on the executor.
   boost::asio::any_io_executor executor_;
-  const config::Config& config_;
+  std::shared_ptr<const config::Config> config_;
   store::Store& store_;
   EventLog& events_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::function<void()> on_notification_;
+  Metrics* metrics_;
+  std::map<std::string, std::unique_ptr<Worker>> workers_;  // by connection name
+  std::vector<std::unique_ptr<Worker>> retired_;  // replaced by a reload; finishing what is in flight
   std::map<std::string, Worker*> worker_of_repeater_;
+  std::set<std::string> operator_paused_;
+  bool started_ = false;
   struct Timers;
   std::unique_ptr<Timers> timers_;  // the summary and purge timers, cancelled by drain()
   bool stopping_ = false;
