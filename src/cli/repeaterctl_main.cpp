@@ -61,6 +61,38 @@ class Ctl {
     return print(json_ ? repeaterd::ctl::pretty_json(*j) : repeaterd::ctl::format_status(*j));
   }
 
+  // POST /api/v1/reload: what changed, or every error in the file (nothing changed then).
+  int reload() {
+    auto r = client_.post("/api/v1/reload");
+    if (!r) return fail(r.error().message);
+    if (r->status == 422) {
+      if (const auto j = parse(*r); j && json_) {
+        print(repeaterd::ctl::pretty_json(*j));
+      } else if (j) {
+        std::cerr << "repeaterctl: " << repeaterd::ctl::terminal_safe(j->value("error", ""), true) << "\n";
+        for (const auto& e : j->value("errors", Json::array())) {
+          std::cerr << "  " << repeaterd::ctl::terminal_safe(e.is_string() ? e.get<std::string>() : e.dump(), true)
+                    << "\n";
+        }
+      }
+      return kRefused;
+    }
+    if (!r->ok()) return refused(*r);
+    const auto j = parse(*r);
+    if (!j) return kRefused;
+    if (json_) return print(repeaterd::ctl::pretty_json(*j));
+    std::string out = "reloaded";
+    const auto changed = j->value("changed", Json::array());
+    if (changed.empty()) out += ": nothing changed";
+    out += "\n";
+    for (const auto& c : changed) out += "  " + repeaterd::ctl::terminal_safe(c.get<std::string>(), true) + "\n";
+    for (const auto& c : j->value("restart_needed", Json::array())) {
+      out += "  " + repeaterd::ctl::terminal_safe(c.get<std::string>(), true) +
+             " changed but needs a restart of repeaterd to take effect\n";
+    }
+    return print(out);
+  }
+
   int repeaters() {
     const auto j = fetch(client_.get("/api/v1/repeaters"));
     if (!j) return kRefused;
@@ -257,6 +289,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.001, 86400.0).description(""));
 
   auto* status = app.add_subcommand("status", "the daemon and each repeater: counts by state, oldest due, paused");
+  auto* reload = app.add_subcommand("reload", "reload the daemon's config file (an invalid file changes nothing)");
 
   std::string name;
   auto* repeaters = app.add_subcommand("repeaters", "list the repeaters (or: repeaters pause|resume NAME)");
@@ -342,6 +375,7 @@ int main(int argc, char** argv) {
   Ctl ctl(AdminClient(std::move(target.value()), options), json, std::vector<std::string>(argv + 1, argv + argc));
 
   if (status->parsed()) return ctl.status();
+  if (reload->parsed()) return ctl.reload();
   for (const auto& [verb, sub] : pausers) {
     if (sub->parsed()) return ctl.repeater_action(verb, name);
   }

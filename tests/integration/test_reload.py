@@ -48,10 +48,14 @@ class ReloadTest(DaemonTestCase):
         b.wait_count(1, timeout=10)
         self.assertEqual(b.instance_ids(), {form_id})
         a.wait_count(1, timeout=10)
-        # The same again through the admin API, removing what was added.
+        # The same again through repeaterctl, removing what was added.
         d.config["connections"].pop()
         d.config["repeaters"].pop()
-        self.reload(d, via="api")
+        d.write_config()
+        rc, out, err = d.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("connection b removed", out)
+        self.assertIn("repeater rb removed", out)
         self.assertSubmitted(d.submit(unique_form()[1]), records=1)
         a.wait_count(2, timeout=10)
         self.assertEqual(d.starts, 1)
@@ -116,6 +120,10 @@ class ReloadTest(DaemonTestCase):
         self.assertEqual(r.status, 422, r)
         self.assertFalse(r.data["reloaded"])
         self.assertTrue(any("repeaters_typo" in e for e in r.data["errors"]))
+        # repeaterctl says the same, with each error, and exits 1.
+        rc, out, err = d.ctl("reload")
+        self.assertEqual(rc, 1, err)
+        self.assertRegex(err, r"(?m)^  .*repeaterd\.yaml:\d+:1: unknown key \"repeaters_typo\"")
         # Still forwarding on the old config.
         form_id, body = unique_form()
         self.assertSubmitted(d.submit(body), records=1)
