@@ -198,6 +198,31 @@ class NotifyTest(DaemonTestCase):
         after = [m for t, m in ns.snapshot() if t > stopping[0] and "STATUS" in m]
         self.assertEqual(after, [], "no 'accepting submissions' status once stopping")
 
+    def test_reload_tells_systemd(self):
+        """RELOADING=1 with MONOTONIC_USEC, then READY=1: for a valid file and for one refused."""
+        ns, ep, d = self.notify_daemon()
+        d.start(wait=False)
+        ns.wait_for(lambda ms: any(m.get("READY") == "1" for _, m in ms), 20, "READY=1")
+        for broken in (False, True):
+            if broken:
+                d.config_path.write_text(d.config_path.read_text() + "no_such_key: 1\n")
+            else:
+                d.write_config()
+            before = len(ns.snapshot())
+            sent = time.monotonic()
+            d.proc.send_signal(signal.SIGHUP)
+            ns.wait_for(lambda ms: any(m.get("READY") == "1" for _, m in ms[before:]), 10, "READY=1 after the reload")
+            new = [m for _, m in ns.snapshot()[before:] if "RELOADING" in m or "READY" in m]
+            self.assertEqual(new[0].get("RELOADING"), "1", new)
+            usec = int(new[0]["MONOTONIC_USEC"])
+            # CLOCK_MONOTONIC, which Python's time.monotonic() reads on Linux.
+            self.assertAlmostEqual(usec / 1e6, sent, delta=2.0)
+            self.assertEqual(new[1].get("READY"), "1", new)
+            if broken:
+                self.assertIn("reload failed", new[1].get("STATUS", ""))
+        self.assertTrue(d.running())
+        d.write_config()
+
     def test_stall_hook_stops_the_watchdog_pings(self):
         stall = 3
         ns, ep, d = self.notify_daemon({"REPEATERD_TEST_STALL_SECONDS": str(stall)})
