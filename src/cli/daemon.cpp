@@ -54,6 +54,11 @@ int run_daemon(config::Config initial) {
   // both cores; they meet only in the store (thread-safe) and Scheduler::notify (posts).
   asio::io_context forward_io(1);
   auto forward_work = asio::make_work_guard(forward_io);
+  // The signals are caught from here on (and queued until handled below): a SIGHUP or SIGTERM
+  // that arrives while starting must not take the default action and kill the process.
+  asio::signal_set reopen(io, SIGUSR1);
+  asio::signal_set hangup(io, SIGHUP);
+  asio::signal_set stop(io, SIGTERM, SIGINT);
   EventLog events;
   if (auto st = events.open(config.log.events_file); !st) {
     spdlog::critical("{}", st.error().message);
@@ -209,7 +214,6 @@ int run_daemon(config::Config initial) {
           [&listening] { return listening.load(); }),
       asio::detached);
 
-  asio::signal_set reopen(io, SIGUSR1);
   std::function<void()> arm_reopen = [&] {
     reopen.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
@@ -220,7 +224,6 @@ int run_daemon(config::Config initial) {
   };
   arm_reopen();
 
-  asio::signal_set hangup(io, SIGHUP);
   std::function<void()> arm_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
@@ -231,7 +234,6 @@ int run_daemon(config::Config initial) {
   };
   arm_hangup();
 
-  asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("{}: stopping: no new submissions; finishing attempts in flight (up to {} s)",
