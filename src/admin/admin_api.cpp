@@ -317,12 +317,13 @@ struct AdminApi::Impl {
     return j;
   }
 
-  // Configured repeaters first (in config order), then those only the store knows.
-  std::vector<std::string> all_repeaters() {
+  // Configured repeaters first (in config order), then those only the store knows (from the
+  // counts the caller read anyway: one scan of the records).
+  std::vector<std::string> all_repeaters(const std::vector<store::RepeaterSummary>& counts) {
     std::vector<std::string> names;
     for (const auto& r : cfg().repeaters) names.push_back(r.name);
-    for (auto& n : store::repeaters_with_records(db())) {
-      if (repeater_cfg(n) == nullptr) names.push_back(std::move(n));
+    for (const auto& c : counts) {
+      if (repeater_cfg(c.repeater) == nullptr) names.push_back(c.repeater);
     }
     return names;
   }
@@ -330,7 +331,9 @@ struct AdminApi::Impl {
   Reply repeaters() {
     const auto paused = store::paused_repeaters(db());
     json list = json::array();
-    for (const auto& n : all_repeaters()) list.push_back(repeater_json(n, paused));
+    for (const auto& n : all_repeaters(store::Store::summarize(db(), now_micros()))) {
+      list.push_back(repeater_json(n, paused));
+    }
     return json_reply(200, {{"repeaters", std::move(list)}});
   }
 
@@ -346,8 +349,9 @@ struct AdminApi::Impl {
 
   Reply status() {
     const Micros now = now_micros();
+    const auto summaries = store::Store::summarize(db(), now);
     std::map<std::string, store::RepeaterSummary> counts;
-    for (auto& s : store::Store::summarize(db(), now)) counts[s.repeater] = s;
+    for (const auto& s : summaries) counts[s.repeater] = s;
     const auto paused = store::paused_repeaters(db());
     const auto snap = ctx.scheduler.snapshot();
     auto counts_json = [](const store::RepeaterSummary& s) {
@@ -357,7 +361,7 @@ struct AdminApi::Impl {
 
     json reps = json::array();
     std::map<std::string, store::RepeaterSummary> by_connection;
-    for (const auto& name : all_repeaters()) {
+    for (const auto& name : all_repeaters(summaries)) {
       const store::RepeaterSummary s = counts.contains(name) ? counts[name] : store::RepeaterSummary{name, 0, 0, 0, 0, std::nullopt};
       json j = repeater_json(name, paused);
       j["counts"] = counts_json(s);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
+#include <nlohmann/json.hpp>
 
 #include "store/sqlite.hpp"
 
@@ -26,11 +28,21 @@ constexpr std::array<const char*, 4> kStates = {"pending", "failed", "succeeded"
 }  // namespace
 
 namespace sql {
-// One (repeater, state) range of records_list, from the cursor, in id order.
-const char* const kPairPage =
+// One (repeater, state) range of records_trouble (failed and cancelled records), from the
+// cursor, in id order. The partial index's own condition is repeated so SQLite may use it.
+const char* const kTroublePage =
     "SELECT " RECORD_COLUMNS
-    "FROM records r INDEXED BY records_list CROSS JOIN payloads p ON p.id = r.payload "
-    "WHERE r.repeater = ?1 AND r.state = ?2 AND r.id > ?3" RESIDUAL_FILTERS " ORDER BY r.id LIMIT ?9";
+    "FROM records r INDEXED BY records_trouble CROSS JOIN payloads p ON p.id = r.payload "
+    "WHERE r.state IN ('failed', 'cancelled') AND r.repeater = ?1 AND r.state = ?2 AND r.id > ?3" RESIDUAL_FILTERS
+    " ORDER BY r.id LIMIT ?9";
+// Pending and succeeded records (JSON arrays ?1 of repeaters, or NULL for all, and ?2 of states)
+// in primary-key order from the cursor: the bulk of the queue, where a page is as dense as the
+// queue is in those states.
+const char* const kDensePage =
+    "SELECT " RECORD_COLUMNS
+    "FROM records r CROSS JOIN payloads p ON p.id = r.payload "
+    "WHERE r.id > ?3 AND r.state IN (SELECT value FROM json_each(?2)) "
+    "AND (?1 IS NULL OR +r.repeater IN (SELECT value FROM json_each(?1)))" RESIDUAL_FILTERS " ORDER BY r.id LIMIT ?9";
 // Every record of one payload id (a form's records are few), or of one case.
 const char* const kByPayload =
     "SELECT " RECORD_COLUMNS
@@ -46,11 +58,8 @@ namespace {
 
 using sql::kByCase;
 using sql::kByPayload;
-using sql::kPairPage;
-
-constexpr const char* kPairCount =
-    "SELECT COUNT(*) FROM records r INDEXED BY records_list CROSS JOIN payloads p ON p.id = r.payload "
-    "WHERE r.repeater = ?1 AND r.state = ?2 AND r.id > ?3" RESIDUAL_FILTERS;
+using sql::kDensePage;
+using sql::kTroublePage;
 constexpr const char* kOne =
     "SELECT " RECORD_COLUMNS "FROM records r CROSS JOIN payloads p ON p.id = r.payload WHERE r.id = ?1";
 
@@ -123,33 +132,77 @@ const char* to_string(Action a) {
 }
 
 std::vector<std::string> repeaters_with_records(Db& db) {
+  // A scan of the whole table: no index leads with the repeater for every record (one would
+  // cost the hot path). Callers needing only failed/cancelled records use the loose scan below.
+  StmtGuard q(db.prepare("SELECT DISTINCT repeater FROM records ORDER BY repeater"));
+  std::vector<std::string> out;
+  while (q->step()) out.push_back(q->text(0));
+  return out;
+}
+
+namespace {
+
+// The repeaters with failed or cancelled records: a loose scan of records_trouble, one index
+// seek per repeater.
+std::vector<std::string> repeaters_in_trouble(Db& db) {
   StmtGuard q(db.prepare(
-      "WITH RECURSIVE r(name) AS (SELECT MIN(repeater) FROM records UNION ALL "
-      "SELECT (SELECT MIN(repeater) FROM records WHERE repeater > r.name) FROM r WHERE r.name IS NOT NULL) "
+      "WITH RECURSIVE r(name) AS (SELECT MIN(repeater) FROM records WHERE state IN ('failed', 'cancelled') "
+      "UNION ALL SELECT (SELECT MIN(repeater) FROM records WHERE state IN ('failed', 'cancelled') "
+      "AND repeater > r.name) FROM r WHERE r.name IS NOT NULL) "
       "SELECT name FROM r WHERE name IS NOT NULL"));
   std::vector<std::string> out;
   while (q->step()) out.push_back(q->text(0));
   return out;
 }
 
-RecordPage list_records(Db& db, const RecordFilter& f, const std::string& after, std::size_t limit) {
-  std::vector<RecordView> rows;
+}  // namespace
+
+namespace {
+
+bool is_trouble(const std::string& state) { return state == "failed" || state == "cancelled"; }
+
+// Up to `limit` records matching `f` after `after`, in id order (limit 0: all of them).
+std::vector<RecordView> collect(Db& db, const RecordFilter& f, const std::string& after, std::size_t limit) {
   if (f.payload_id || f.case_id) {
-    rows = lookup(db, f, after);
-  } else {
-    const auto repeaters = f.repeaters ? *f.repeaters : repeaters_with_records(db);
-    StmtGuard q(db.prepare(kPairPage));
+    auto rows = lookup(db, f, after);
+    if (limit > 0 && rows.size() > limit) rows.resize(limit);
+    return rows;
+  }
+  const auto limit_param = limit > 0 ? static_cast<std::int64_t>(limit) : std::numeric_limits<std::int64_t>::max();
+  std::vector<RecordView> rows;
+  std::vector<std::string> dense;
+  std::vector<std::string> trouble;
+  for (const auto& st : states_of(f)) (is_trouble(st) ? trouble : dense).push_back(st);
+  if (!trouble.empty()) {
+    const auto repeaters = f.repeaters ? *f.repeaters : repeaters_in_trouble(db);
+    StmtGuard q(db.prepare(kTroublePage));
     for (const auto& repeater : repeaters) {
-      for (const auto& state : states_of(f)) {
+      for (const auto& state : trouble) {
         q->bind(1, repeater).bind(2, state).bind(3, after);
         bind_residuals(*q, f);
-        q->bind(9, static_cast<std::int64_t>(limit + 1));
+        q->bind(9, limit_param);
         while (q->step()) rows.push_back(read_view(*q));
         q->reset();
       }
     }
-    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   }
+  if (!dense.empty() && !(f.repeaters && f.repeaters->empty())) {
+    StmtGuard q(db.prepare(kDensePage));
+    if (f.repeaters) q->bind(1, nlohmann::json(*f.repeaters).dump()); else q->bind_null(1);
+    q->bind(2, nlohmann::json(dense).dump()).bind(3, after);
+    bind_residuals(*q, f);
+    q->bind(9, limit_param);
+    while (q->step()) rows.push_back(read_view(*q));
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  if (limit > 0 && rows.size() > limit) rows.resize(limit);
+  return rows;
+}
+
+}  // namespace
+
+RecordPage list_records(Db& db, const RecordFilter& f, const std::string& after, std::size_t limit) {
+  std::vector<RecordView> rows = collect(db, f, after, limit + 1);
   RecordPage page;
   if (rows.size() > limit) {
     rows.resize(limit);
@@ -160,19 +213,7 @@ RecordPage list_records(Db& db, const RecordFilter& f, const std::string& after,
 }
 
 std::int64_t count_records(Db& db, const RecordFilter& f) {
-  if (f.payload_id || f.case_id) return static_cast<std::int64_t>(lookup(db, f, "").size());
-  const auto repeaters = f.repeaters ? *f.repeaters : repeaters_with_records(db);
-  std::int64_t n = 0;
-  StmtGuard q(db.prepare(kPairCount));
-  for (const auto& repeater : repeaters) {
-    for (const auto& state : states_of(f)) {
-      q->bind(1, repeater).bind(2, state).bind(3, std::string_view(""));
-      bind_residuals(*q, f);
-      if (q->step()) n += q->int64(0);
-      q->reset();
-    }
-  }
-  return n;
+  return static_cast<std::int64_t>(collect(db, f, "", 0).size());
 }
 
 std::optional<RecordDetail> load_record(Db& db, const std::string& id, std::size_t body_excerpt) {

@@ -5,9 +5,12 @@
 // takes one record, or one page of a bulk action, so a bulk action over a million records is
 // many short transactions that ingest interleaves with.
 //
-// Lists are keyset pages in record id order (UUIDv7: creation order). Without a payload or
-// case id to look up, a page is the merge of one range scan of records_list per (repeater,
-// state) pair asked for, each from the `after` cursor: page 1,000 costs what page 1 does.
+// Lists are keyset pages in record id order (UUIDv7: creation order), each from the `after`
+// cursor, so page 1,000 costs what page 1 does. Failed and cancelled records (what an operator
+// looks for) come from records_trouble, a partial index of only those, one range scan per
+// (repeater, state); pending and succeeded ones from the primary key in id order with the
+// filters checked per row; a payload or case id is looked up by its own index. The hot path
+// (pending -> succeeded) never touches an index kept for operators.
 #pragma once
 
 #include <cstdint>
@@ -118,9 +121,10 @@ BulkStep act_page(Db& db, Action action, const RecordFilter& filter, const std::
                   Micros now);
 
 // The list statements, for tests that check their query plans: one (repeater, state) range of
-// records_list, and the lookups by payload id and by case id.
+// records_trouble, the primary-key walk, and the lookups by payload id and by case id.
 namespace sql {
-extern const char* const kPairPage;
+extern const char* const kTroublePage;
+extern const char* const kDensePage;
 extern const char* const kByPayload;
 extern const char* const kByCase;
 }  // namespace sql
@@ -133,7 +137,7 @@ bool set_paused(Db& db, const std::string& repeater, bool paused, Micros now);
 // Emails in the outbox not sent yet.
 std::int64_t emails_queued(Db& db);
 
-// Every repeater that has records, configured or not (a loose index scan of records_list).
+// Every repeater that has records, configured or not (a scan of the records table).
 std::vector<std::string> repeaters_with_records(Db& db);
 
 }  // namespace repeaterd::store

@@ -177,16 +177,32 @@ TEST_F(RecordsTest, FiltersNarrowByStateDomainPayloadCaseTimeAndError) {
 }
 
 TEST_F(RecordsTest, ListsUseIndexRangesNotScansOrSorts) {
-  const std::string page = plan(sql::kPairPage);
-  EXPECT_NE(page.find("USING INDEX records_list (repeater=? AND state=? AND id>?)"), std::string::npos) << page;
-  EXPECT_EQ(page.find("TEMP B-TREE"), std::string::npos) << page;
-  EXPECT_NE(page.find("USING INTEGER PRIMARY KEY"), std::string::npos) << page;  // the payload of each row
-  EXPECT_NE(page.find("USING INDEX attempts_by_record (record=?)"), std::string::npos) << page;  // in flight?
+  // Failed and cancelled records: a range of the partial index, nothing sorted.
+  const std::string trouble = plan(sql::kTroublePage);
+  EXPECT_NE(trouble.find("USING INDEX records_trouble (repeater=? AND state=? AND id>?)"), std::string::npos)
+      << trouble;
+  EXPECT_EQ(trouble.find("TEMP B-TREE"), std::string::npos) << trouble;
+  EXPECT_NE(trouble.find("USING INTEGER PRIMARY KEY"), std::string::npos) << trouble;  // each row's payload
+  EXPECT_NE(trouble.find("USING INDEX attempts_by_record (record=?)"), std::string::npos) << trouble;  // in flight?
+  // Pending and succeeded records: the primary key from the cursor, in its order.
+  const std::string dense = plan(sql::kDensePage);
+  EXPECT_NE(dense.find("USING INDEX sqlite_autoindex_records_1 (id>?)"), std::string::npos) << dense;
+  EXPECT_EQ(dense.find("TEMP B-TREE"), std::string::npos) << dense;
   const std::string by_payload = plan(sql::kByPayload);
   EXPECT_NE(by_payload.find("USING COVERING INDEX payloads_by_id (payload_id=?)"), std::string::npos) << by_payload;
   EXPECT_NE(by_payload.find("records_by_payload"), std::string::npos) << by_payload;
   const std::string by_case = plan(sql::kByCase);
   EXPECT_NE(by_case.find("USING INDEX records_by_case (case_id=?)"), std::string::npos) << by_case;
+}
+
+TEST_F(RecordsTest, OnlyFailedAndCancelledRecordsAreInTheOperatorsIndex) {
+  add("f1", {"a", "b", "c"});
+  settle("a", RecordState::succeeded);
+  settle("b", RecordState::failed, "HTTP 500");
+  settle("c", RecordState::cancelled, "HTTP 413");
+  Stmt q(reader().handle(), "SELECT COUNT(*) FROM records INDEXED BY records_trouble WHERE state IN ('failed', 'cancelled')");
+  ASSERT_TRUE(q.step());
+  EXPECT_EQ(q.int64(0), 2);
 }
 
 TEST_F(RecordsTest, ActionsFollowTheStateRules) {
