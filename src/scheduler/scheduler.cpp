@@ -159,10 +159,6 @@ class Worker {
 
  private:
   awaitable<void> run() {
-    struct Ended {
-      bool& flag;
-      ~Ended() { flag = true; }
-    } ended{run_ended_};
     while (!stopping_) {
       dirty_ = false;
       const std::size_t free = connection_.max_in_flight - in_flight_;
@@ -197,6 +193,9 @@ class Worker {
       }
       co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
+    // Set here, not by a guard's destructor: a frame destroyed with the io_context after the
+    // scheduler is gone must not write into a freed worker.
+    run_ended_ = true;
   }
 
   // One in-flight slot: sends its record, stores the outcome and, in the same store job,
