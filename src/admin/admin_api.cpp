@@ -1,6 +1,5 @@
 #include "admin/admin_api.hpp"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/ids.hpp"
 #include "payload/datetime.hpp"
 #include "store/async.hpp"
 #include "store/records.hpp"
@@ -148,8 +148,9 @@ std::optional<Micros> read_time(const Params& p, const std::string& key) {
   return t->utc;
 }
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+// Seconds the oldest due record has waited (0: none due).
+double age_seconds(Micros now, const std::optional<Micros>& oldest_due) {
+  return oldest_due ? static_cast<double>(now - *oldest_due) / 1e6 : 0.0;
 }
 
 }  // namespace
@@ -280,7 +281,7 @@ struct AdminApi::Impl {
                                      std::pair{"succeeded", s.succeeded}, std::pair{"cancelled", s.cancelled}}) {
         g.records.push_back({s.repeater, state, n});
       }
-      g.oldest_due_age_seconds.emplace_back(s.repeater, s.oldest_due ? static_cast<double>(now - *s.oldest_due) / 1e6 : 0.0);
+      g.oldest_due_age_seconds.emplace_back(s.repeater, age_seconds(now, s.oldest_due));
     }
     const auto snap = ctx.scheduler.snapshot();
     for (const auto& [name, a] : snap.connections) g.in_flight.emplace_back(name, static_cast<std::int64_t>(a.in_flight));
@@ -357,7 +358,6 @@ struct AdminApi::Impl {
     auto counts_json = [](const store::RepeaterSummary& s) {
       return json{{"pending", s.pending}, {"failed", s.failed}, {"succeeded", s.succeeded}, {"cancelled", s.cancelled}};
     };
-    auto age = [now](const std::optional<Micros>& due) { return due ? static_cast<double>(now - *due) / 1e6 : 0.0; };
 
     json reps = json::array();
     std::map<std::string, store::RepeaterSummary> by_connection;
@@ -365,7 +365,7 @@ struct AdminApi::Impl {
       const store::RepeaterSummary s = counts.contains(name) ? counts[name] : store::RepeaterSummary{name, 0, 0, 0, 0, std::nullopt};
       json j = repeater_json(name, paused);
       j["counts"] = counts_json(s);
-      j["oldest_due_age_seconds"] = age(s.oldest_due);
+      j["oldest_due_age_seconds"] = age_seconds(now, s.oldest_due);
       const auto a = snap.repeaters.find(name);
       j.update(activity_json(a != snap.repeaters.end() ? a->second : scheduler::Activity{}));
       reps.push_back(std::move(j));
@@ -385,7 +385,7 @@ struct AdminApi::Impl {
                 {"url", c.url},
                 {"max_in_flight", c.max_in_flight},
                 {"counts", counts_json(s)},
-                {"oldest_due_age_seconds", age(s.oldest_due)}};
+                {"oldest_due_age_seconds", age_seconds(now, s.oldest_due)}};
       const auto a = snap.connections.find(c.name);
       j.update(activity_json(a != snap.connections.end() ? a->second : scheduler::Activity{}));
       conns.push_back(std::move(j));
@@ -600,7 +600,7 @@ struct AdminApi::Impl {
     if (!cfg().admin.token) return true;
     const std::string prefix = "Bearer ";
     if (!boost::istarts_with(req.authorization, prefix)) return false;
-    return constant_time_equal(boost::trim_copy(req.authorization.substr(prefix.size())), cfg().admin.token->value);
+    return equal_secret(boost::trim_copy(req.authorization.substr(prefix.size())), cfg().admin.token->value);
   }
 
   awaitable<Reply> route(IncomingRequest& req) {

@@ -23,9 +23,7 @@
 #include "admin/admin_api.hpp"
 #include "cli/service.hpp"
 #include "common/event_log.hpp"
-#include "common/ids.hpp"
 #include "common/metrics.hpp"
-#include "config/read_file.hpp"
 #include "config/reload.hpp"
 #include "ingest/receiver.hpp"
 #include "ingest/server.hpp"
@@ -93,9 +91,7 @@ int run_daemon(config::Config initial) {
   std::unique_ptr<notify::Notifier> notifier = std::make_unique<notify::Notifier>(holder, *store, events, &metrics);
   scheduler::Scheduler scheduler(
       forward_io.get_executor(), boot, *store, events,
-      [&notifier] {
-        if (notifier) notifier->wake();
-      },
+      [&notifier] { notifier->wake(); },
       paused, &metrics);
   ingest::Receiver receiver(holder, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,

@@ -1,5 +1,6 @@
 #include "common/ids.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -71,6 +72,10 @@ std::string sha256_hex(std::string_view data) {
     throw std::runtime_error("EVP_Digest(sha256) failed");
   }
   return hex_encode(std::string_view(reinterpret_cast<const char*>(md.data()), len));
+}
+
+bool equal_secret(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 }  // namespace repeaterd

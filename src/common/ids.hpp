@@ -14,4 +14,8 @@ std::string uuid_v7(Micros now);
 // Lowercase hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
 
+// Whether a presented secret equals the expected one, in a time that does not depend on where
+// they first differ (tokens of the ingest and admin APIs).
+bool equal_secret(std::string_view a, std::string_view b);
+
 }  // namespace repeaterd

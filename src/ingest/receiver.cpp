@@ -1,6 +1,5 @@
 #include "ingest/receiver.hpp"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/algorithm/string/case_conv.hpp>
@@ -27,10 +26,6 @@
 namespace repeaterd::ingest {
 
 namespace {
-
-bool equal_secret(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
 
 
 // The token from "Bearer TOKEN" or "Basic base64(user:TOKEN)".

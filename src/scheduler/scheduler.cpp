@@ -94,11 +94,12 @@ struct ActivityBoard {
 class Worker {
  public:
   // `connection` points into `created`, which the worker keeps: its client and authenticator
-  // hold the settings it was made with until it is gone.
+  // hold the settings it was made with until it is gone. `operator_paused` is the scheduler's.
   Worker(asio::any_io_executor ex, std::shared_ptr<const config::Config> created, const config::Connection& connection,
-         store::Store& store, EventLog& events, std::function<void()> on_notification, ActivityBoard& board,
-         Metrics* metrics)
+         const std::set<std::string>& operator_paused, store::Store& store, EventLog& events,
+         std::function<void()> on_notification, ActivityBoard& board, Metrics* metrics)
       : created_(std::move(created)),
+        operator_paused_(operator_paused),
         on_notification_(std::move(on_notification)),
         board_(board),
         metrics_(metrics),
@@ -119,13 +120,11 @@ class Worker {
 
   // The repeaters this connection serves from now on, in the config `config` (a reload hands
   // a new one). Records claimed before keep the view they were claimed with.
-  void set_repeaters(std::shared_ptr<const config::Config> config, const std::vector<const config::Repeater*>& repeaters,
-                     const std::set<std::string>& operator_paused) {
+  void set_repeaters(std::shared_ptr<const config::Config> config, const std::vector<const config::Repeater*>& repeaters) {
     auto v = std::make_shared<View>();
     v->config = std::move(config);
     for (const auto* r : repeaters) v->repeaters[r->name] = r;
     view_ = std::move(v);
-    operator_paused_ = operator_paused;
     update_active();
     wake();
   }
@@ -133,13 +132,11 @@ class Worker {
   // Stopped, with nothing in flight and its loop ended: safe to destroy.
   bool done() const { return stopping_ && in_flight_ == 0 && run_ended_; }
 
-  // Takes effect at once: claims from now on leave the repeater out (attempts in flight
-  // finish); a resume claims its due records straight away.
-  void set_operator_paused(const std::string& repeater, bool paused) {
-    if (paused) operator_paused_.insert(repeater);
-    else operator_paused_.erase(repeater);
+  // The operator pauses changed. Takes effect at once: claims from now on leave a paused
+  // repeater out (attempts in flight finish); a resumed one's due records are claimed now.
+  void pauses_changed() {
     update_active();
-    if (!paused) wake();
+    wake();
   }
 
   void start() { spawn_logged(executor_, run(), "scheduler[" + connection_.name + "]"); }
@@ -384,6 +381,7 @@ class Worker {
   };
 
   const std::shared_ptr<const config::Config> created_;  // owns connection_
+  const std::set<std::string>& operator_paused_;
   std::function<void()> on_notification_;
   ActivityBoard& board_;
   Metrics* metrics_;
@@ -397,7 +395,6 @@ class Worker {
   asio::steady_timer timer_;
   std::mt19937_64 random_;
   std::shared_ptr<const View> view_ = std::make_shared<View>();
-  std::set<std::string> operator_paused_;
   std::vector<std::string> active_;  // repeaters paused neither in the config nor by an operator
   std::size_t in_flight_ = 0;
   bool dirty_ = false;     // woken while not waiting: look again before sleeping
@@ -436,7 +433,8 @@ void Scheduler::apply(std::shared_ptr<const config::Config> config) {
       workers_.erase(it);
       continue;
     }
-    auto w = std::make_unique<Worker>(executor_, config, c, store_, events_, on_notification_, *board_, metrics_);
+    auto w = std::make_unique<Worker>(executor_, config, c, operator_paused_, store_, events_, on_notification_, *board_,
+                                      metrics_);
     if (started_) w->start();
     next[c.name] = std::move(w);
   }
@@ -447,16 +445,13 @@ void Scheduler::apply(std::shared_ptr<const config::Config> config) {
   workers_ = std::move(next);
   worker_of_repeater_.clear();
   for (auto& [name, w] : workers_) {
-    w->set_repeaters(config, by_connection[name], operator_paused_);
+    w->set_repeaters(config, by_connection[name]);
     for (const auto* r : by_connection[name]) worker_of_repeater_[r->name] = w.get();
   }
   {
     std::lock_guard lock(board_->mu);
     for (const auto& c : config->connections) board_->snapshot.connections[c.name];
-    for (const auto& r : config->repeaters) {
-      board_->snapshot.repeaters[r.name];
-      board_->snapshot.operator_paused[r.name] = operator_paused_.contains(r.name);
-    }
+    for (const auto& r : config->repeaters) board_->snapshot.repeaters[r.name];
   }
   config_ = std::move(config);
 }
@@ -468,15 +463,11 @@ void Scheduler::reconfigure(std::shared_ptr<const config::Config> config) {
 }
 
 void Scheduler::set_paused(const std::string& repeater, bool paused) {
-  {
-    std::lock_guard lock(board_->mu);
-    board_->snapshot.operator_paused[repeater] = paused;
-  }
   asio::post(executor_, [this, repeater, paused] {
     if (paused) operator_paused_.insert(repeater);
     else operator_paused_.erase(repeater);
     auto it = worker_of_repeater_.find(repeater);
-    if (it != worker_of_repeater_.end()) it->second->set_operator_paused(repeater, paused);
+    if (it != worker_of_repeater_.end()) it->second->pauses_changed();
   });
 }
 
@@ -550,7 +541,7 @@ awaitable<void> Scheduler::summarize_every() {
       j["connection"] = cfg != nullptr ? nlohmann::json(cfg->connection) : nlohmann::json(nullptr);
       // A repeater removed from the config keeps its records; say so rather than hide them.
       if (cfg == nullptr) j["configured"] = false;
-      else if (cfg->paused || snapshot().operator_paused[r.repeater]) j["paused"] = true;
+      else if (cfg->paused || operator_paused_.contains(r.repeater)) j["paused"] = true;
       reps.push_back(std::move(j));
     }
     events_.emit("queue.summary", {{"repeaters", std::move(reps)}});

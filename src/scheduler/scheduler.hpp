@@ -48,7 +48,6 @@ struct Activity {
 struct Snapshot {
   std::map<std::string, Activity> repeaters;
   std::map<std::string, Activity> connections;
-  std::map<std::string, bool> operator_paused;  // configured repeaters paused by an operator
 };
 
 class Scheduler {
@@ -99,10 +98,11 @@ class Scheduler {
   EventLog& events_;
   std::function<void()> on_notification_;
   Metrics* metrics_;
+  // Repeaters an operator paused; the workers read it (declared first: it outlives them).
+  std::set<std::string> operator_paused_;
   std::map<std::string, std::unique_ptr<Worker>> workers_;  // by connection name
   std::vector<std::unique_ptr<Worker>> retired_;  // replaced by a reload; finishing what is in flight
   std::map<std::string, Worker*> worker_of_repeater_;
-  std::set<std::string> operator_paused_;
   bool started_ = false;
   struct Timers;
   std::unique_ptr<Timers> timers_;  // the summary and purge timers, cancelled by drain()

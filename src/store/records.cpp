@@ -47,11 +47,11 @@ const char* const kDensePage =
 const char* const kByPayload =
     "SELECT " RECORD_COLUMNS
     "FROM payloads p INDEXED BY payloads_by_id CROSS JOIN records r ON r.payload = p.id "
-    "WHERE p.payload_id = ?1 AND ?2 IS NULL AND r.id > ?3" RESIDUAL_FILTERS;
+    "WHERE p.payload_id = ?1 AND r.id > ?3" RESIDUAL_FILTERS;
 const char* const kByCase =
     "SELECT " RECORD_COLUMNS
     "FROM records r INDEXED BY records_by_case CROSS JOIN payloads p ON p.id = r.payload "
-    "WHERE r.case_id = ?1 AND ?2 IS NULL AND r.id > ?3" RESIDUAL_FILTERS;
+    "WHERE r.case_id = ?1 AND r.id > ?3" RESIDUAL_FILTERS;
 }  // namespace sql
 
 namespace {
@@ -101,7 +101,7 @@ bool contains(const C& c, const std::string& v) {
 std::vector<RecordView> lookup(Db& db, const RecordFilter& f, const std::string& after) {
   const bool by_payload = f.payload_id.has_value();
   StmtGuard q(db.prepare(by_payload ? kByPayload : kByCase));
-  q->bind(1, by_payload ? *f.payload_id : *f.case_id).bind_null(2).bind(3, after);
+  q->bind(1, by_payload ? *f.payload_id : *f.case_id).bind(3, after);
   bind_residuals(*q, f);
   std::vector<RecordView> out;
   while (q->step()) {
@@ -131,15 +131,6 @@ const char* to_string(Action a) {
   return "?";
 }
 
-std::vector<std::string> repeaters_with_records(Db& db) {
-  // A scan of the whole table: no index leads with the repeater for every record (one would
-  // cost the hot path). Callers needing only failed/cancelled records use the loose scan below.
-  StmtGuard q(db.prepare("SELECT DISTINCT repeater FROM records ORDER BY repeater"));
-  std::vector<std::string> out;
-  while (q->step()) out.push_back(q->text(0));
-  return out;
-}
-
 namespace {
 
 // The repeaters with failed or cancelled records: a loose scan of records_trouble, one index
@@ -154,10 +145,6 @@ std::vector<std::string> repeaters_in_trouble(Db& db) {
   while (q->step()) out.push_back(q->text(0));
   return out;
 }
-
-}  // namespace
-
-namespace {
 
 bool is_trouble(const std::string& state) { return state == "failed" || state == "cancelled"; }
 

@@ -137,7 +137,5 @@ bool set_paused(Db& db, const std::string& repeater, bool paused, Micros now);
 // Emails in the outbox not sent yet.
 std::int64_t emails_queued(Db& db);
 
-// Every repeater that has records, configured or not (a scan of the records table).
-std::vector<std::string> repeaters_with_records(Db& db);
 
 }  // namespace repeaterd::store
