@@ -101,6 +101,16 @@ struct Auth {
   bool operator==(const Auth&) const = default;
 };
 
+// When a connection's circuit opens and how it probes (spec §5; scheduler/circuit.hpp).
+struct Circuit {
+  // Consecutive retryable failures (network, timeout, 5xx, 408, 425, 429) across the
+  // connection's records that open it; 0: never.
+  std::uint32_t failures = 5;
+  Duration cooldown = std::chrono::seconds(5);      // before the first probe; doubles per failed probe
+  Duration max_cooldown = std::chrono::minutes(5);  // the longest wait between probes
+  bool operator==(const Circuit&) const = default;
+};
+
 struct Connection {
   std::string name;
   std::string url;  // http:// or https://, no fragment
@@ -108,12 +118,14 @@ struct Connection {
   ConnectionTls tls;
   Duration connect_timeout = std::chrono::seconds(10);  // resolve + connect + TLS handshake
   Duration timeout = std::chrono::seconds(60);          // whole request, send to last byte
-  std::uint32_t max_in_flight = 4;                      // concurrent requests
+  // The most concurrent requests; the scheduler's limit adapts below it (scheduler/pacing.hpp).
+  std::uint32_t max_in_flight = 64;
   Auth auth;
   std::vector<std::string> notify;  // addresses emailed when its records fail or are cancelled
   std::optional<double> rate_limit;  // requests a second; requests wait for their turn
   // Standard Webhooks signing key (decoded from its whsec_ base64 form); empty: no signature.
   std::optional<Secret> signing_secret;
+  Circuit circuit;
   bool operator==(const Connection&) const = default;
 };
 
@@ -151,6 +163,9 @@ struct Repeater {
   std::string method = "POST";  // POST | PUT | PATCH
   bool include_app_id_param = true;
   bool paused = false;
+  // A record waits while an earlier record of the same case (case repeaters) or form (the
+  // others) for this repeater is pending or failed. Default: true for case repeaters.
+  bool ordered = false;
   // JSON bodies only: the forwarded body is this text with %SUBMISSION% replaced by the JSON
   // payload (a Kobo-style wrapper such as {"form": "intake", "body": %SUBMISSION%}).
   std::optional<std::string> body_template;

@@ -284,7 +284,11 @@ struct AdminApi::Impl {
       g.oldest_due_age_seconds.emplace_back(s.repeater, age_seconds(now, s.oldest_due));
     }
     const auto snap = ctx.scheduler.snapshot();
-    for (const auto& [name, a] : snap.connections) g.in_flight.emplace_back(name, static_cast<std::int64_t>(a.in_flight));
+    for (const auto& [name, a] : snap.connections) {
+      g.in_flight.emplace_back(name, static_cast<std::int64_t>(a.in_flight));
+      g.circuit_open.emplace_back(name, a.circuit != "closed");
+      g.concurrency_limit.emplace_back(name, static_cast<std::int64_t>(a.concurrency_limit));
+    }
     const auto paused = store::paused_repeaters(db());
     for (const auto& r : cfg().repeaters) g.paused.emplace_back(r.name, r.paused || paused.contains(r.name));
     g.emails_queued = store::emails_queued(db());
@@ -387,7 +391,12 @@ struct AdminApi::Impl {
                 {"counts", counts_json(s)},
                 {"oldest_due_age_seconds", age_seconds(now, s.oldest_due)}};
       const auto a = snap.connections.find(c.name);
-      j.update(activity_json(a != snap.connections.end() ? a->second : scheduler::Activity{}));
+      const scheduler::Activity act = a != snap.connections.end() ? a->second : scheduler::Activity{};
+      j.update(activity_json(act));
+      j["concurrency_limit"] = act.concurrency_limit;
+      j["circuit"] = {{"state", act.circuit},
+                      {"opened_at", time_or_null(act.circuit_opened_at)},
+                      {"next_probe_at", time_or_null(act.next_probe_at)}};
       conns.push_back(std::move(j));
     }
     return json_reply(200, {{"version", REPEATERD_VERSION},

@@ -344,6 +344,15 @@ std::string format_status(const json& status) {
     out += "  " + text(r, "name") + " at " + text(err, "at") + " (record " + text(err, "record_id") +
            "): " + truncate(text(err, "error"), 200) + "\n";
   }
+  // Connections whose circuit is not closed: nothing of theirs goes out but probes.
+  for (const auto& c : array_of(status, "connections")) {
+    const json& circuit = member(c, "circuit");
+    const std::string state = text(circuit, "state");
+    if (!circuit.is_object() || state == "closed") continue;
+    out += "\ncircuit " + state + ": " + text(c, "name") + " since " + text(circuit, "opened_at");
+    if (member(circuit, "next_probe_at").is_string()) out += ", next probe at " + text(circuit, "next_probe_at");
+    out += "\n";
+  }
   return out;
 }
 

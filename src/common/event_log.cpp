@@ -1,57 +1,182 @@
 #include "common/event_log.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.hpp"
 #include "repeaterd/time.hpp"
 
 namespace repeaterd {
 
-EventLog::~EventLog() {
-  if (file_ != nullptr) std::fclose(file_);
+namespace event_log_detail {
+
+std::string format_line(std::string_view ts, const std::string& event, const nlohmann::json& fields) {
+  std::string out;
+  out.reserve(256);
+  out += '{';
+  bool first = true;
+  const bool object = fields.is_object();
+  if (!object || !fields.contains("ts")) {
+    json_text::append_key(out, first, "ts");
+    json_text::append_string(out, ts);
+  }
+  if (!object || !fields.contains("event")) {
+    json_text::append_key(out, first, "event");
+    json_text::append_string(out, event);
+  }
+  if (object) {
+    for (auto it = fields.begin(); it != fields.end(); ++it) {
+      json_text::append_key(out, first, it.key());
+      json_text::append_value(out, it.value());
+    }
+  }
+  out += "}\n";
+  return out;
 }
 
-Status EventLog::open(const std::string& path) {
-  std::lock_guard lock(mu_);
+}  // namespace event_log_detail
+
+namespace {
+
+// Writes all of `data` (write() may take less than it is given).
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+Result<int> open_for_append(const std::string& path) {
   std::error_code ec;
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  std::FILE* f = std::fopen(path.c_str(), "ae");
-  if (f == nullptr) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) {
     return make_error("cannot open event log " + path + ": " + std::strerror(errno) +
                       " (check log.events_file and the directory's permissions)");
   }
-  if (file_ != nullptr) std::fclose(file_);
-  file_ = f;
+  return fd;
+}
+
+}  // namespace
+
+EventLog::EventLog(Options options) : options_(options) {}
+
+EventLog::~EventLog() { close(); }
+
+Status EventLog::open(const std::string& path) {
+  auto fd = open_for_append(path);
+  if (!fd) return fd.error();
+  std::lock_guard file(file_mu_);
+  write_pending_locked();  // what was emitted for the file open until now goes there
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = *fd;
   path_ = path;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return Ok{};  // closed for good; the file is closed by close()'s caller
+    open_ = true;
+  }
+  start_flusher();
   return Ok{};
 }
 
 Status EventLog::reopen() {
-  std::string path;
-  {
-    std::lock_guard lock(mu_);
-    path = path_;
-  }
-  return open(path);
+  std::lock_guard file(file_mu_);
+  // Every line emitted before the rotation belongs in the file logrotate moved away.
+  write_pending_locked();
+  auto fd = open_for_append(path_);
+  if (!fd) return fd.error();  // keep writing to the old file
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = *fd;
+  return Ok{};
 }
 
 void EventLog::emit(const std::string& event, nlohmann::json fields) {
-  nlohmann::json line = nlohmann::json::object();
-  line["ts"] = format_iso8601(now_micros());
-  line["event"] = event;
-  for (auto& [k, v] : fields.items()) line[k] = std::move(v);
-  // Invalid UTF-8 from a remote response must not stop the event from being written.
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  text.push_back('\n');
-  std::lock_guard lock(mu_);
-  if (file_ == nullptr) return;
-  if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
-    spdlog::error("event log {}: write failed: {}", path_, std::strerror(errno));
+  std::string line = event_log_detail::format_line(format_iso8601(now_micros()), event, fields);
+  bool wake = false, full = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!open_) return;
+    wake = buffer_.empty();
+    buffer_ += line;
+    full = buffer_.size() >= options_.max_buffered;
+  }
+  if (full) {
+    flush();  // the flusher is behind: write here, so the buffer stays bounded
+  } else if (wake) {
+    wake_.notify_one();
+  }
+}
+
+void EventLog::flush() {
+  std::lock_guard file(file_mu_);
+  write_pending_locked();
+}
+
+void EventLog::close() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  std::thread flusher;
+  {
+    std::lock_guard file(file_mu_);
+    flusher = std::move(flusher_);
+  }
+  // Joined without file_mu_: the flusher may be waiting for it to write a batch.
+  if (flusher.joinable()) flusher.join();
+  std::lock_guard file(file_mu_);
+  write_pending_locked();
+  {
+    std::lock_guard lock(mu_);
+    open_ = false;
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void EventLog::write_pending_locked() {
+  std::string pending;
+  {
+    std::lock_guard lock(mu_);
+    pending.swap(buffer_);
+    // Start the next batch with the capacity this one needed, so a steady stream of events
+    // does not regrow the buffer every interval.
+    buffer_.reserve(std::min(pending.capacity(), options_.max_buffered));
+  }
+  if (pending.empty() || fd_ < 0) return;
+  if (!write_all(fd_, pending)) spdlog::error("event log {}: write failed: {}", path_, std::strerror(errno));
+}
+
+void EventLog::start_flusher() {
+  if (!flusher_.joinable()) flusher_ = std::thread([this] { flusher_loop(); });
+}
+
+void EventLog::flusher_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stopping_ || !buffer_.empty(); });
+    if (stopping_) return;  // close() writes what is left
+    // Let the batch gather for up to the interval; a full buffer or a stop cuts it short.
+    wake_.wait_for(lock, options_.flush_interval,
+                   [&] { return stopping_ || buffer_.size() >= options_.max_buffered; });
+    if (stopping_) return;
+    lock.unlock();
+    flush();
+    lock.lock();
   }
 }
 

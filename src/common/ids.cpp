@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <random>
 #include <stdexcept>
@@ -58,9 +60,22 @@ std::string uuid_v4() {
 
 std::string uuid_v7(Micros now) {
   auto b = random_bytes();
-  const auto ms = static_cast<std::uint64_t>(now / 1000);
+  // ms << 12 | the millisecond's fraction in 1/4096ths, at least one more than the last id's.
+  static std::atomic<std::uint64_t> last{0};
+  const auto t = static_cast<std::uint64_t>(std::max<Micros>(now, 0));
+  std::uint64_t stamp = (t / 1000) << 12 | (t % 1000) * 4096 / 1000;
+  std::uint64_t prev = last.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t next = std::max(stamp, prev + 1);
+    if (last.compare_exchange_weak(prev, next, std::memory_order_relaxed)) {
+      stamp = next;
+      break;
+    }
+  }
+  const std::uint64_t ms = stamp >> 12;
   for (int i = 0; i < 6; ++i) b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ms >> (8 * (5 - i)));
-  b[6] = static_cast<std::uint8_t>((b[6] & 0x0f) | 0x70);
+  b[6] = static_cast<std::uint8_t>(0x70 | ((stamp >> 8) & 0x0f));
+  b[7] = static_cast<std::uint8_t>(stamp & 0xff);
   b[8] = static_cast<std::uint8_t>((b[8] & 0x3f) | 0x80);
   return format_uuid(b);
 }

@@ -9,6 +9,10 @@
 namespace repeaterd {
 
 std::string uuid_v4();
+// RFC 9562 UUIDv7 from `now`: 48 bits of milliseconds, then 12 bits of the millisecond's
+// fraction (§6.2 method 3), then random bits. Ids made by this process only ever increase, in
+// the order they are made (a clock that stands still or steps back moves the fraction on), so
+// id order is creation order: records of the same case are delivered in it (ordered repeaters).
 std::string uuid_v7(Micros now);
 
 // Lowercase hex SHA-256 of `data`.

@@ -131,6 +131,14 @@ std::string Metrics::render(const Gauges& gauges) const {
   for (const auto& [connection, n] : gauges.in_flight) {
     in_flight.Add({{"connection", connection}}).Set(static_cast<double>(n));
   }
+  auto& circuit = gauge(now, "repeaterd_circuit_open",
+                        "1 while a connection's circuit is open (nothing but one probe at a time is sent).");
+  for (const auto& [connection, open] : gauges.circuit_open) circuit.Add({{"connection", connection}}).Set(open ? 1 : 0);
+  auto& limit = gauge(now, "repeaterd_concurrency_limit",
+                      "How many attempts a connection may have in flight now (adapts up to max_in_flight).");
+  for (const auto& [connection, n] : gauges.concurrency_limit) {
+    limit.Add({{"connection", connection}}).Set(static_cast<double>(n));
+  }
   auto& paused = gauge(now, "repeaterd_repeater_paused", "1 when a repeater is paused (by its config or an operator).");
   for (const auto& [repeater, p] : gauges.paused) paused.Add({{"repeater", repeater}}).Set(p ? 1 : 0);
   gauge(now, "repeaterd_emails_queued", "Notification emails waiting in the outbox to be sent.")

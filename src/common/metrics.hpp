@@ -55,6 +55,8 @@ class Metrics {
     std::vector<Count> records;                                          // repeaterd_records{repeater,state}
     std::vector<std::pair<std::string, double>> oldest_due_age_seconds;  // per repeater
     std::vector<std::pair<std::string, std::int64_t>> in_flight;         // per connection
+    std::vector<std::pair<std::string, bool>> circuit_open;              // per connection (open or probing)
+    std::vector<std::pair<std::string, std::int64_t>> concurrency_limit; // per connection
     std::vector<std::pair<std::string, bool>> paused;                    // per repeater
     std::int64_t emails_queued = 0;
   };

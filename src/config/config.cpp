@@ -57,8 +57,9 @@ const KeySet kStorageKeys{{"path", "retention"}, {}};
 const KeySet kLogKeys{{"events_file", "level", "queue_summary_every"}, {}};
 const KeySet kConnectionKeys{
     {"name", "url", "headers", "connect_timeout", "timeout", "max_in_flight", "tls", "auth", "rate_limit",
-     "signing_secret", "signing_secret_env", "signing_secret_file", "notify"},
+     "signing_secret", "signing_secret_env", "signing_secret_file", "notify", "circuit"},
     {}};
+const KeySet kCircuitKeys{{"failures", "cooldown", "max_cooldown"}, {}};
 const KeySet kConnectionTlsKeys{{"verify", "ca_file", "client_cert_file", "client_key_file"}, {}};
 const KeySet kAuthKeys{{"type", "username", "password", "password_env", "password_file", "token", "token_env",
                         "token_file", "header", "key", "key_env", "key_file", "token_url", "client_id",
@@ -67,8 +68,8 @@ const KeySet kAuthKeys{{"type", "username", "password", "password_env", "passwor
 constexpr std::array<std::string_view, 6> kAuthTypes{"none",   "basic",   "digest",
                                                      "bearer", "api_key", "oauth2_client_credentials"};
 const KeySet kRepeaterKeys{{"name", "domain", "type", "connection", "format", "method",
-                            "include_app_id_param", "paused", "retry", "template", "filters"},
-                           {"ordered"}};
+                            "include_app_id_param", "paused", "retry", "template", "filters", "ordered"},
+                           {}};
 const KeySet kFilterKeys{{"form_xmlns", "case_types", "exclude_users"}, {}};
 const KeySet kRetryKeys{
     {"initial", "multiplier", "max_delay", "max_attempts", "max_attempts_client_error", "jitter"},
@@ -474,6 +475,7 @@ class Loader {
       read_connection_tls(*f, c.name.empty() ? path : c.name, c.tls);
     }
     if (const Field* f = m.find("auth")) read_auth(*f, c.auth);
+    if (const Field* f = m.find("circuit")) read_circuit(*f, c.circuit);
     read_string_list(m, "notify", c.notify);
     if (const Field* f = m.find("notify")) {
       for (const auto& address : c.notify) {
@@ -717,6 +719,8 @@ class Loader {
                                        " is paused: its records are kept but not sent until it "
                                        "is resumed");
     }
+    r.ordered = r.type == RepeaterType::case_;
+    detail::read_bool(m, "ordered", r.ordered);
     if (const Field* f = m.find("retry")) read_retry(*f, r.retry);
     return r;
   }
@@ -843,27 +847,39 @@ class Loader {
     }
   }
 
+  void read_circuit(const Field& field, Circuit& out) {
+    const MapReader m(field.value, field.path, kCircuitKeys, reporter_, Empty::means_defaults);
+    detail::read_uint<std::uint32_t>(m, "failures", 0, "a whole number (0: never open)", out.failures, 1000000);
+    const Field* cooldown = detail::read_duration(m, "cooldown", out.cooldown);
+    const Field* max_cooldown = detail::read_duration(m, "max_cooldown", out.max_cooldown);
+    check_not_shorter(m, "max_cooldown", max_cooldown, out.max_cooldown, "cooldown", cooldown, out.cooldown);
+  }
+
+  // `longest` (read into `longest_f`) must not be shorter than `least`; reported where the
+  // operator wrote something, since a default cannot be the mistake. A key given but unreadable
+  // was reported already.
+  void check_not_shorter(const MapReader& m, std::string_view longest, const Field* longest_f, Duration longest_v,
+                         std::string_view least, const Field* least_f, Duration least_v) {
+    if ((longest_f == nullptr && m.find(longest) != nullptr) || (least_f == nullptr && m.find(least) != nullptr)) return;
+    if (longest_v >= least_v) return;
+    const std::string relation = std::string(longest) + " (" + detail::format_duration(longest_v) +
+                                 (longest_f ? "" : ", the default") + ") is shorter than " + std::string(least) + " (" +
+                                 detail::format_duration(least_v) + (least_f ? "" : ", the default") + ")";
+    const Field* at = longest_f != nullptr ? longest_f : least_f;
+    if (at != nullptr) reporter_.error(at->mark(), at->path + ": " + relation);
+  }
+
   void read_retry(const Field& field, Retry& out) {
     const MapReader m(field.value, field.path, kRetryKeys, reporter_, Empty::means_defaults);
     const Field* initial = detail::read_duration(m, "initial", out.initial);
-    const bool initial_bad = initial == nullptr && m.find("initial") != nullptr;
     detail::read_double(m, "multiplier", 1.0, std::numeric_limits<double>::infinity(), true,
                         out.multiplier);
     const Field* max_delay = detail::read_duration(m, "max_delay", out.max_delay);
-    const bool max_delay_bad = max_delay == nullptr && m.find("max_delay") != nullptr;
     detail::read_uint<std::uint32_t>(m, "max_attempts", 1, "a whole number", out.max_attempts);
     detail::read_uint<std::uint32_t>(m, "max_attempts_client_error", 1, "a whole number",
                                      out.max_attempts_client_error);
     detail::read_double(m, "jitter", 0.0, 1.0, false, out.jitter);
-    if (!initial_bad && !max_delay_bad && out.max_delay < out.initial) {
-      // Reported where the operator wrote something; a default cannot be the mistake.
-      const std::string relation =
-          "max_delay (" + detail::format_duration(out.max_delay) +
-          (max_delay ? "" : ", the default") + ") is shorter than initial (" +
-          detail::format_duration(out.initial) + (initial ? "" : ", the default") + ")";
-      const Field* at = max_delay != nullptr ? max_delay : initial;
-      reporter_.error(at->mark(), at->path + ": " + relation);
-    }
+    check_not_shorter(m, "max_delay", max_delay, out.max_delay, "initial", initial, out.initial);
   }
 
   void check_names(const std::vector<NameAt>& names, std::string_view kind) {

@@ -1,20 +1,63 @@
 #include "ingest/case_store.hpp"
 
+#include <set>
 #include <stdexcept>
 
 #include "store/store.hpp"
 
 namespace repeaterd::ingest {
+
+namespace {
+
+std::string key_of(const std::string& domain, const std::string& case_id) {
+  std::string key;
+  key.reserve(domain.size() + 1 + case_id.size());
+  key += domain;
+  key += '\0';
+  key += case_id;
+  return key;
+}
+
+}  // namespace
+
+std::optional<payload::CaseState> ParsedCases::find(const std::string& domain, const std::string& case_id,
+                                                    const std::string& json) {
+  std::lock_guard lock(mu_);
+  const auto it = entries_.find(key_of(domain, case_id));
+  if (it == entries_.end() || it->second.json != json) return std::nullopt;
+  return it->second.state;
+}
+
+void ParsedCases::remember(const std::string& domain, const std::string& case_id, const std::string& json,
+                           const payload::CaseState& state) {
+  if (capacity_ == 0) return;
+  std::string key = key_of(domain, case_id);
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    if (entries_.size() >= capacity_) entries_.erase(entries_.begin());  // any one: they are cheap to rebuild
+    it = entries_.emplace(std::move(key), Entry{}).first;
+  }
+  it->second.json = json;
+  it->second.state = state;
+  it->second.state.xform_ids.clear();  // as parsed from the stored text
+}
+
 namespace {
 
 // The store's cases as payload::CaseSource sees them.
 class StoredCases final : public payload::CaseSource {
  public:
-  StoredCases(store::Db& db, std::string domain) : db_(db), domain_(std::move(domain)) {}
+  StoredCases(store::Db& db, std::string domain, ParsedCases* parsed)
+      : db_(db), domain_(std::move(domain)), parsed_(parsed) {}
 
   std::optional<payload::CaseState> current(const std::string& case_id) override {
     auto stored = store::Store::load_case(db_, domain_, case_id);
     if (!stored) return std::nullopt;
+    existing_.insert(case_id);
+    if (parsed_ != nullptr) {
+      if (auto state = parsed_->find(domain_, case_id, stored->state_json)) return state;
+    }
     return parsed(case_id, payload::case_from_storage_json(stored->state_json));
   }
 
@@ -34,6 +77,10 @@ class StoredCases final : public payload::CaseSource {
     return out;
   }
 
+  // Whether current() found the case stored: a case updated a second time is likely to be
+  // updated again, one just opened mostly is not.
+  bool existed(const std::string& case_id) const { return existing_.contains(case_id); }
+
  private:
   // A stored case that does not read back is corrupt: the job fails (503) rather than
   // overwriting it with a guess.
@@ -44,13 +91,15 @@ class StoredCases final : public payload::CaseSource {
 
   store::Db& db_;
   std::string domain_;
+  ParsedCases* parsed_;
+  std::set<std::string> existing_;
 };
 
 }  // namespace
 
 Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, const Submission& s,
                                                               const std::vector<std::string>* edited_cases,
-                                                              bool with_xform_ids) {
+                                                              bool with_xform_ids, ParsedCases* parsed) {
   const auto& p = s.payload;
   payload::CaseSubmission in;
   in.domain = p.domain;
@@ -60,14 +109,17 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
   in.blocks = s.case_blocks;
   in.edit = edited_cases != nullptr;
   if (in.edit) in.also_rebuild = *edited_cases;
-  StoredCases source(db, p.domain);
+  StoredCases source(db, p.domain, parsed);
   auto changes = payload::process_case_blocks(in, source);
   if (!changes) return changes.error();  // nothing was written
   if (in.edit) store::Store::remove_case_forms(db, p.domain, p.payload_id, in.also_rebuild);
   for (auto& c : *changes) {
-    store::Store::save_case(db, p.domain,
-                            {c.state.case_id, c.state.case_type, c.state.closed, c.state.server_modified_on,
-                             payload::case_to_storage_json(c.state), std::nullopt});
+    store::StoredCase stored{c.state.case_id, c.state.case_type, c.state.closed, c.state.server_modified_on,
+                             payload::case_to_storage_json(c.state), std::nullopt};
+    store::Store::save_case(db, p.domain, stored);
+    if (parsed != nullptr && source.existed(c.state.case_id)) {
+      parsed->remember(p.domain, c.state.case_id, stored.state_json, c.state);
+    }
     if (!c.form.blocks.empty()) {
       store::Store::add_case_form(db, p.domain, c.state.case_id,
                                   {c.form.form_id, c.form.form_user_id, c.form.server_date,

@@ -11,7 +11,6 @@
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 #include <set>
-#include <sstream>
 
 #include "common/encoding.hpp"
 #include "common/ids.hpp"
@@ -85,22 +84,54 @@ AuthResult authenticate(const std::vector<config::IngestToken>& tokens, const st
   return known ? AuthResult::wrong_domain : AuthResult::unknown_token;
 }
 
+namespace {
+
+// Text as pugixml escapes PCDATA: the markup characters as entities, control characters other
+// than tab, newline and carriage return as character references.
+// Like pugixml given a C string, the text ends at a NUL byte (XML cannot carry one).
+void append_xml_text(std::string& out, std::string_view text) {
+  text = text.substr(0, text.find('\0'));
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      default:
+        if (c < 0x20 && ch != '\t' && ch != '\n' && ch != '\r') {
+          out += "&#";  // always two digits, as pugixml writes them
+          out += static_cast<char>('0' + c / 10);
+          out += static_cast<char>('0' + c % 10);
+          out += ';';
+        } else {
+          out += ch;
+        }
+    }
+  }
+}
+
+}  // namespace
+
+// Written directly (every submission is answered with one): the same text pugixml's
+// save(out, "  ") gives for this document.
 std::string openrosa_response(bool success, const std::string& message, const std::string& form_id,
                               int records_created) {
-  pugi::xml_document doc;
-  auto decl = doc.append_child(pugi::node_declaration);
-  decl.append_attribute("version") = "1.0";
-  decl.append_attribute("encoding") = "UTF-8";
-  auto root = doc.append_child("OpenRosaResponse");
-  root.append_attribute("xmlns") = "http://openrosa.org/http/response";
-  auto msg = root.append_child("message");
-  msg.append_attribute("nature") = success ? "submit_success" : "submit_error";
-  msg.text() = message.c_str();
-  if (!form_id.empty()) root.append_child("form_id").text() = form_id.c_str();
-  if (records_created >= 0) root.append_child("records_created").text() = records_created;
-  std::ostringstream out;
-  doc.save(out, "  ", pugi::format_default, pugi::encoding_utf8);
-  return out.str();
+  std::string out;
+  out.reserve(200 + message.size() + form_id.size());
+  out += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<OpenRosaResponse xmlns=\"http://openrosa.org/http/response\">\n";
+  out += success ? "  <message nature=\"submit_success\">" : "  <message nature=\"submit_error\">";
+  append_xml_text(out, message);
+  out += "</message>\n";
+  if (!form_id.empty()) {
+    out += "  <form_id>";
+    append_xml_text(out, form_id);
+    out += "</form_id>\n";
+  }
+  if (records_created >= 0) {
+    out += "  <records_created>" + std::to_string(records_created) + "</records_created>\n";
+  }
+  out += "</OpenRosaResponse>\n";
+  return out;
 }
 
 namespace {
@@ -197,7 +228,11 @@ std::string Receiver::endpoint_name(const std::string& method, const std::string
 
 Receiver::Receiver(config::ConfigHolder& config, store::Store& store, EventLog& events,
                    std::function<void(const std::string&)> on_records)
-    : config_(config), store_(store), events_(events), on_records_(std::move(on_records)) {}
+    : config_(config),
+      store_(store),
+      events_(events),
+      on_records_(std::move(on_records)),
+      parsed_cases_(std::make_shared<ParsedCases>()) {}
 
 boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
   auto url = boost::urls::parse_origin_form(request.target);
@@ -403,7 +438,8 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
   auto records = std::make_shared<std::vector<store::NewRecord>>();
   auto cases = std::make_shared<std::vector<payload::CaseState>>();
   // Named, not a temporary in the co_await expression: GCC 12 destroys such temporaries twice.
-  std::function<store::IngestResult(store::Db&)> job = [config, shared, records, cases, now](store::Db& db) {
+  std::function<store::IngestResult(store::Db&)> job = [config, shared, records, cases, now,
+                                                        parsed = parsed_cases_](store::Db& db) {
     Submission& sub = *shared;
     store::IngestResult out;
     const std::string digest = sha256_hex(sub.payload.body);
@@ -415,7 +451,7 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
     // The same id with other bytes: an edit, which replaces the earlier form's case blocks.
     if (latest) sub.edit_of_received_on = latest->received_on;
     const std::vector<std::string>* edited_cases = latest ? &latest->case_ids : nullptr;
-    auto changes = apply_and_save_cases(db, sub, edited_cases, needs_xform_ids(*config));
+    auto changes = apply_and_save_cases(db, sub, edited_cases, needs_xform_ids(*config), parsed.get());
     if (!changes) {
       out.rejected = changes.error().message;
       return out;

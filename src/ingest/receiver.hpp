@@ -13,6 +13,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 #include <variant>
 
@@ -23,6 +24,8 @@
 #include "store/store.hpp"
 
 namespace repeaterd::ingest {
+
+class ParsedCases;
 
 // Why a request is refused before anything is stored.
 struct Rejection {
@@ -68,6 +71,8 @@ class Receiver {
   store::Store& store_;
   EventLog& events_;
   std::function<void(const std::string&)> on_records_;
+  // Shared with the store jobs, which may outlive the receiver at shutdown.
+  std::shared_ptr<ParsedCases> parsed_cases_;
 };
 
 // Which token check a request passed or failed. Pure, for tests.

@@ -36,12 +36,12 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-http::response<http::string_body> to_beast(const Reply& r, unsigned version, bool keep_alive) {
+http::response<http::string_body> to_beast(Reply&& r, unsigned version, bool keep_alive) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "repeaterd");
   res.set(http::field::content_type, r.content_type);
   for (const auto& [k, v] : r.headers) res.set(k, v);
-  res.body() = r.body;
+  res.body() = std::move(r.body);
   res.keep_alive(keep_alive && !r.close);
   res.prepare_payload();
   return res;
@@ -152,7 +152,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   template <class Stream>
   awaitable<void> answer(Stream& stream, Reply r, const Answered& request, unsigned version, bool keep_alive) {
     const int status = r.status;
-    auto res = to_beast(r, version, keep_alive);
+    auto res = to_beast(std::move(r), version, keep_alive);
     stream.expires_after(listen.read_timeout);
     co_await http::async_write(stream, res, kUseTuple);
     if (observer) {

@@ -56,6 +56,7 @@ std::vector<store::NewRecord> make_records(const config::Config& config, const S
     rec.body = std::move(body);
     rec.headers_json = std::move(headers);
     rec.case_id = std::move(case_id);
+    rec.ordered = r.ordered;
     out.push_back(std::move(rec));
     return &out.back();
   };

@@ -6,7 +6,8 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
-#include "notify/email.hpp"
+#include "notify/compose.hpp"
+#include "notify/throttle.hpp"
 
 namespace repeaterd::notify {
 namespace {
@@ -26,11 +27,11 @@ Result<T> run_job(store::Store& store, std::function<T(store::Db&)> fn) {
   return result.get();
 }
 
-
 }  // namespace
 
-Notifier::Notifier(config::ConfigHolder& config, store::Store& store, EventLog& events, Metrics* metrics)
-    : config_(config), store_(store), events_(events), metrics_(metrics) {
+Notifier::Notifier(config::ConfigHolder& config, store::Store& store, EventLog& events, Metrics* metrics,
+                   std::function<Micros()> clock)
+    : config_(config), store_(store), events_(events), metrics_(metrics), clock_(std::move(clock)) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -54,14 +55,14 @@ void Notifier::wake() {
 
 void Notifier::run() {
   for (;;) {
-    Micros next = now_micros() + kMaxSleep;
+    Micros next = clock_() + kMaxSleep;
     try {
       next = pass();
     } catch (const std::exception& e) {
       spdlog::error("notifier: {}", e.what());
     }
     std::unique_lock lock(mu_);
-    const auto wait = std::chrono::microseconds(std::max<Micros>(0, next - now_micros()));
+    const auto wait = std::chrono::microseconds(std::max<Micros>(0, next - clock_()));
     cv_.wait_for(lock, wait, [&] { return stopping_ || woken_; });
     if (stopping_) return;
     woken_ = false;
@@ -69,12 +70,12 @@ void Notifier::run() {
 }
 
 Micros Notifier::pass() {
-  const Micros now = now_micros();
+  const Micros now = clock_();
   Micros next = now + kMaxSleep;
   const auto config = config_.get();
   if (!config->smtp) return next;  // no smtp section (yet): notifications wait in the store
   compose_due(*config, now, next);
-  send_due(*config->smtp, now_micros());
+  send_due(*config->smtp, clock_());
   auto due = run_job<std::optional<Micros>>(store_, [](store::Db& db) { return store::Store::next_email_due(db); });
   if (due.ok() && *due) next = std::min(next, **due);
   return next;
@@ -88,26 +89,22 @@ void Notifier::compose_due(const config::Config& config, Micros now, Micros& nex
     spdlog::error("notifier: cannot read queued notifications: {}", pending.error().message);
     return;
   }
-  for (const auto& p : *pending) {
+  // A connection removed from the config, or whose notify list was emptied, keeps its
+  // notifications until someone is there to tell again.
+  std::erase_if(*pending, [&config](const store::UnsentNotifications& p) {
     const config::Connection* c = config.find_connection(p.connection);
-    // A connection removed from the config, or whose notify list was emptied, keeps its
-    // notifications until someone is there to tell again.
-    if (c == nullptr || c->notify.empty()) continue;
-    const Micros window_end = p.window_start + to_micros(smtp.throttle);
-    if (p.window_start != 0 && now < window_end) {
-      next = std::min(next, window_end);
-      continue;
-    }
-    const std::string name = p.connection;
-    auto events = run_job<std::vector<Event>>(store_, [name](store::Db& db) {
+    return c == nullptr || c->notify.empty();
+  });
+  const EmailPlan plan = plan_emails(*pending, to_micros(smtp.throttle), now);
+  if (plan.next) next = std::min(next, *plan.next);
+  for (const auto& email : plan.compose) {
+    const config::Connection* c = config.find_connection(email.connection);
+    const std::string name = email.connection;
+    auto events = run_job<std::vector<store::Notification>>(store_, [name](store::Db& db) {
       return store::Store::notifications_of(db, name);
     });
     if (!events.ok() || events->empty()) continue;
-    // Events that came while the last window was open are its summary, sent now that it has
-    // ended. Otherwise the connection was quiet: the first event opens a window and goes out at
-    // once and alone; the rest wait for that window's summary.
-    const bool summary_due = p.window_start != 0 && events->front().at < window_end;
-    if (!summary_due) events->resize(1);
+    if (!email.everything) events->resize(1);
     Message m;
     m.from = smtp.from;
     m.to = c->notify;
@@ -145,7 +142,7 @@ void Notifier::send_due(const config::Smtp& smtp, Micros now) {
     if (cancel_.cancelled()) return;  // shutting down: the rest stay in the outbox
     const Status sent = send_mail(settings, smtp.from, e.recipients, e.message);
     if (metrics_ != nullptr) metrics_->email(sent.ok());
-    const Micros at = now_micros();
+    const Micros at = clock_();
     nlohmann::json fields = {{"connection", e.connection}, {"email_id", e.id}, {"events", e.events},
                              {"recipients", e.recipients}, {"attempt", e.attempts + 1}};
     if (sent.ok()) {

@@ -1,10 +1,12 @@
 // notify::Notifier: turns queued notifications into emails and gets them delivered (spec §6).
 //
-// The scheduler queues a notification in the same transaction as the attempt outcome that
-// calls for it. The notifier, on a thread of its own so that SMTP never slows forwarding:
+// The scheduler queues a notification in the same transaction as the attempt outcome or
+// circuit change that calls for it. The notifier, on a thread of its own so that SMTP never
+// slows forwarding:
 // - builds one email per connection and throttle window: when a connection has unsent
 //   notifications and its window has ended (or it never had one), everything pending goes into
-//   one email (one event: a detailed email; several: a summary) and a new window starts;
+//   one email (one event: a detailed email; several: a summary) and a new window starts. A
+//   circuit change does not wait for the window (notify/throttle.hpp);
 // - sends due emails from the outbox, retrying with backoff while the server is unreachable,
 //   and records each outcome in the event log (notify.sent, notify.failed).
 // Everything it decides is in the database first, so a restart loses and repeats nothing.
@@ -12,12 +14,13 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
 #include "common/event_log.hpp"
 #include "common/metrics.hpp"
-#include "notify/email.hpp"
+#include "notify/smtp.hpp"
 #include "repeaterd/config.hpp"
 #include "store/store.hpp"
 
@@ -27,8 +30,10 @@ class Notifier {
  public:
   // Starts the thread. Each pass reads the config in force (a reload may add, change or remove
   // the smtp section; without one the notifier waits). `metrics` (optional, not owned, must
-  // outlive the notifier) counts each send and failed send.
-  Notifier(config::ConfigHolder& config, store::Store& store, EventLog& events, Metrics* metrics = nullptr);
+  // outlive the notifier) counts each send and failed send. `clock` gives every "now" the
+  // notifier decides by (throttle windows, email retries, when to look again).
+  Notifier(config::ConfigHolder& config, store::Store& store, EventLog& events, Metrics* metrics = nullptr,
+           std::function<Micros()> clock = now_micros);
   ~Notifier();  // abandons a send in progress (the email stays queued) and stops the thread
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
@@ -47,6 +52,7 @@ class Notifier {
   store::Store& store_;
   EventLog& events_;
   Metrics* metrics_;  // may be null
+  const std::function<Micros()> clock_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool woken_ = false;     // GUARDED_BY(mu_)

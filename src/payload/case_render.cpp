@@ -3,6 +3,7 @@
 #include <pugixml.hpp>
 #include <sstream>
 
+#include "common/json_text.hpp"
 #include "payload/case.hpp"
 
 namespace repeaterd::payload {
@@ -103,36 +104,50 @@ std::string render_case_json(const CaseState& c) {
   return dump(j);
 }
 
+// Written directly, not through a json tree: every form rewrites its cases' state. The bytes are
+// what nlohmann writes for the same object (keys sorted; case_test pins the two together).
 std::string case_to_storage_json(const CaseState& c) {
-  json indices = json::object();
-  for (const auto& [identifier, i] : c.indices) {
-    indices[identifier] = {{"case_type", i.case_type}, {"case_id", i.case_id}, {"relationship", i.relationship}};
+  using namespace json_text;
+  std::string out;
+  out.reserve(512);
+  bool first = true;
+  out += '{';
+  append_key(out, first, "attachments");
+  append_map(out, c.attachments,
+             [&](const CaseAttachment& a) { append_object(out, {{"from", a.from}, {"name", a.name}, {"src", a.src}}); });
+  append_member(out, first, "case_id", c.case_id);
+  append_member(out, first, "case_name", c.case_name);
+  append_member(out, first, "case_type", c.case_type);
+  append_key(out, first, "closed");
+  out += c.closed ? "true" : "false";
+  append_key(out, first, "date_closed");
+  if (c.date_closed) {
+    append_string(out, *c.date_closed);
+  } else {
+    out += "null";
   }
-  json attachments = json::object();
-  for (const auto& [name, a] : c.attachments) {
-    attachments[name] = {{"src", a.src}, {"from", a.from}, {"name", a.name}};
+  for (const auto& [key, value] : {std::pair<std::string_view, std::string_view>{"date_modified", c.date_modified},
+                                   {"date_opened", c.date_opened},
+                                   {"domain", c.domain},
+                                   {"external_id", c.external_id}}) {
+    append_member(out, first, key, value);
   }
-  json j = {
-      {"case_id", c.case_id},
-      {"domain", c.domain},
-      {"case_type", c.case_type},
-      {"case_name", c.case_name},
-      {"owner_id", c.owner_id},
-      {"user_id", c.user_id},
-      {"external_id", c.external_id},
-      {"properties", c.properties},
-      {"indices", std::move(indices)},
-      {"attachments", std::move(attachments)},
-      {"closed", c.closed},
-      {"date_closed", c.date_closed ? json(*c.date_closed) : json(nullptr)},
-      {"date_opened", c.date_opened},
-      {"date_modified", c.date_modified},
-      {"server_opened_on", c.server_opened_on},
-      {"server_modified_on", c.server_modified_on},
-  };
+  append_key(out, first, "indices");
+  append_map(out, c.indices, [&](const CaseIndex& i) {
+    append_object(out, {{"case_id", i.case_id}, {"case_type", i.case_type}, {"relationship", i.relationship}});
+  });
+  append_member(out, first, "owner_id", c.owner_id);
+  append_key(out, first, "properties");
+  append_map(out, c.properties, [&](const std::string& value) { append_string(out, value); });
+  append_key(out, first, "server_modified_on");
+  append_int(out, c.server_modified_on);
+  append_key(out, first, "server_opened_on");
+  append_int(out, c.server_opened_on);
+  append_member(out, first, "user_id", c.user_id);
+  out += '}';
   // Round-trips exactly for UTF-8 text. JSON cannot carry other bytes (pugixml does not check
   // encodings), so those become U+FFFD here rather than an exception after the form was accepted.
-  return dump(j);
+  return out;
 }
 
 Result<CaseState> case_from_storage_json(std::string_view text) {
@@ -184,28 +199,71 @@ std::optional<std::string> optional_text(const json& j, const char* key) {
 }  // namespace
 
 // Compact: one row per case and form is written with every form, so only what a block says is
-// kept (no defaults, no error-message position).
+// kept (no defaults, no error-message position). Written directly, keys in nlohmann's order, so
+// the bytes are what nlohmann wrote before (case_test pins the two together).
 std::string blocks_to_storage_json(const std::vector<CaseBlock>& blocks) {
-  json out = json::array();
-  for (const auto& b : blocks) {
-    json e = {{"case_id", b.case_id}};
-    if (!b.user_id.empty()) e["user_id"] = b.user_id;
-    if (!b.date_modified.empty()) e["date_modified"] = b.date_modified;
-    if (b.v1) e["v1"] = true;
-    if (b.has_create) e["create"] = true;
-    if (b.create_case_type) e["case_type"] = *b.create_case_type;
-    if (b.create_case_name) e["case_name"] = *b.create_case_name;
-    if (b.create_owner_id) e["owner_id"] = *b.create_owner_id;
-    if (b.create_external_id) e["external_id"] = *b.create_external_id;
-    if (!b.update.empty()) e["update"] = b.update;
-    if (b.has_close) e["close"] = true;
-    for (const auto& [identifier, i] : b.index) {
-      e["index"].push_back({identifier, i.case_type, i.case_id, i.relationship});
+  using json_text::append_key;
+  using json_text::append_string;
+  std::string out;
+  out.reserve(256 * blocks.size());
+  out += '[';
+  for (std::size_t n = 0; n < blocks.size(); ++n) {
+    const CaseBlock& b = blocks[n];
+    if (n > 0) out += ',';
+    out += '{';
+    bool first = true;
+    const auto text = [&](std::string_view key, const std::optional<std::string>& v) {
+      if (v) json_text::append_member(out, first, key, *v);
+    };
+    const auto strings = [&](std::initializer_list<std::string_view> values) {
+      out += '[';
+      bool first_value = true;
+      for (const auto v : values) {
+        if (!first_value) out += ',';
+        first_value = false;
+        append_string(out, v);
+      }
+      out += ']';
+    };
+    const auto array = [&](std::string_view key, const auto& items, const auto& write) {
+      if (items.empty()) return;
+      append_key(out, first, key);
+      out += '[';
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i > 0) out += ',';
+        write(items[i]);
+      }
+      out += ']';
+    };
+    array("attachment", b.attachment, [&](const auto& a) { strings({a.first, a.second.src, a.second.from, a.second.name}); });
+    append_key(out, first, "case_id");
+    append_string(out, b.case_id);
+    text("case_name", b.create_case_name);
+    text("case_type", b.create_case_type);
+    if (b.has_close) {
+      append_key(out, first, "close");
+      out += "true";
     }
-    for (const auto& [name, a] : b.attachment) e["attachment"].push_back({name, a.src, a.from, a.name});
-    out.push_back(std::move(e));
+    if (b.has_create) {
+      append_key(out, first, "create");
+      out += "true";
+    }
+    if (!b.date_modified.empty()) text("date_modified", b.date_modified);
+    text("external_id", b.create_external_id);
+    array("index", b.index, [&](const auto& i) {
+      strings({i.first, i.second.case_type, i.second.case_id, i.second.relationship});
+    });
+    text("owner_id", b.create_owner_id);
+    array("update", b.update, [&](const auto& u) { strings({u.first, u.second}); });
+    if (!b.user_id.empty()) text("user_id", b.user_id);
+    if (b.v1) {
+      append_key(out, first, "v1");
+      out += "true";
+    }
+    out += '}';
   }
-  return dump(out);
+  out += ']';
+  return out;
 }
 
 Result<std::vector<CaseBlock>> blocks_from_storage_json(std::string_view text) {

@@ -12,6 +12,8 @@
 #include <random>
 #include <set>
 
+#include "scheduler/circuit.hpp"
+#include "scheduler/pacing.hpp"
 #include "scheduler/retry_policy.hpp"
 #include "sender/auth.hpp"
 #include "sender/authenticator.hpp"
@@ -54,8 +56,6 @@ std::string headers_json(const sender::Headers& headers) {
   return h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-Micros sleep_micros(Micros until) { return std::max<Micros>(0, until - now_micros()); }
-
 const char* outcome_label(ErrorClass c) {
   switch (c) {
     case ErrorClass::success: return "success";
@@ -79,14 +79,22 @@ struct ActivityBoard {
     ++snapshot.connections[connection].in_flight;
   }
   void ended(const std::string& repeater, const std::string& connection, const std::string& record_id,
-             bool succeeded, const std::string& error) {
-    const Micros now = now_micros();
+             bool succeeded, const std::string& error, Micros now, std::size_t limit) {
     std::lock_guard lock(mu);
+    snapshot.connections[connection].concurrency_limit = limit;
     for (Activity* a : {&snapshot.repeaters[repeater], &snapshot.connections[connection]}) {
       --a->in_flight;
       if (succeeded) a->last_success = now;
       else a->last_error = Activity::LastError{now, record_id, error};
     }
+  }
+  void circuit(const std::string& connection, const Circuit& c, std::size_t limit) {
+    std::lock_guard lock(mu);
+    Activity& a = snapshot.connections[connection];
+    a.circuit = to_string(c.state());
+    a.circuit_opened_at = c.closed() ? std::nullopt : std::optional<Micros>(c.opened_at());
+    a.next_probe_at = c.state() == Circuit::State::open ? std::optional<Micros>(c.next_probe_at()) : std::nullopt;
+    a.concurrency_limit = limit;
   }
 };
 
@@ -97,12 +105,14 @@ class Worker {
   // hold the settings it was made with until it is gone. `operator_paused` is the scheduler's.
   Worker(asio::any_io_executor ex, std::shared_ptr<const config::Config> created, const config::Connection& connection,
          const std::set<std::string>& operator_paused, store::Store& store, EventLog& events,
-         std::function<void()> on_notification, ActivityBoard& board, Metrics* metrics)
+         std::function<void()> on_notification, ActivityBoard& board, Metrics* metrics,
+         std::function<Micros()> clock)
       : created_(std::move(created)),
         operator_paused_(operator_paused),
         on_notification_(std::move(on_notification)),
         board_(board),
         metrics_(metrics),
+        clock_(std::move(clock)),
         executor_(ex),
         connection_(connection),
         store_(store),
@@ -110,10 +120,13 @@ class Worker {
         client_(ex, connection),
         auth_(ex, connection),
         timer_(ex),
-        random_(std::random_device{}()) {
+        random_(std::random_device{}()),
+        circuit_(connection.circuit),
+        pacer_(connection.max_in_flight) {
     // A burst of one: requests are evenly spaced, so no window of any length sees more than
     // the rate allows (a bigger burst would let a second's worth out at once).
-    if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, 1.0, now_micros());
+    if (connection.rate_limit) bucket_.emplace(*connection.rate_limit, 1.0, clock_());
+    board_.circuit(connection_.name, circuit_, pacer_.limit());
   }
 
   const config::Connection& connection() const { return connection_; }
@@ -130,7 +143,7 @@ class Worker {
   }
 
   // Stopped, with nothing in flight and its loop ended: safe to destroy.
-  bool done() const { return stopping_ && in_flight_ == 0 && run_ended_; }
+  bool done() const { return stopping_ && in_flight_ == 0 && telling_ == 0 && run_ended_; }
 
   // The operator pauses changed. Takes effect at once: claims from now on leave a paused
   // repeater out (attempts in flight finish); a resumed one's due records are claimed now.
@@ -155,38 +168,71 @@ class Worker {
   std::size_t in_flight() const { return in_flight_; }
 
  private:
+  struct View;
+
+  // How many records to claim now, and whether the one claimed is the circuit's probe.
+  struct Want {
+    std::size_t count = 0;
+    bool probe = false;
+  };
+  Want want(Micros now) {
+    if (active_.empty()) return {};
+    if (circuit_.closed()) {
+      const std::size_t limit = pacer_.limit();
+      return {limit > in_flight_ ? limit - in_flight_ : 0, false};
+    }
+    if (circuit_.take_probe(now)) {
+      board_.circuit(connection_.name, circuit_, pacer_.limit());
+      return {1, true};
+    }
+    return {};
+  }
+
   awaitable<void> run() {
     while (!stopping_) {
       dirty_ = false;
-      const std::size_t free = connection_.max_in_flight - in_flight_;
+      const Micros now = clock_();
+      const Want w = want(now);
       std::optional<Micros> next_due;
-      if (free > 0 && !active_.empty()) {
+      if (w.count > 0) {
         // Named, not a temporary in the co_await expression: GCC 12 destroys such
         // temporaries twice.
-        std::function<store::Claim(store::Db&)> job = [repeaters = active_, free](store::Db& db) {
-          return store::Store::claim(db, repeaters, free, now_micros());
+        std::function<store::Claim(store::Db&)> job = [repeaters = active_, n = w.count, clock = clock_](store::Db& db) {
+          return store::Store::claim(db, repeaters, n, clock());
         };
         // Every record claimed now belongs to a repeater of this view.
         auto view = view_;
         auto claim = co_await store::async_run<store::Claim>(store_, std::move(job));
         if (!claim.ok()) {
           spdlog::error("scheduler[{}]: cannot claim due records: {}", connection_.name, claim.error().message);
-          next_due = now_micros() + std::chrono::microseconds(kStoreRetryDelay).count();
+          next_due = clock_() + std::chrono::microseconds(kStoreRetryDelay).count();
         } else {
+          bool probe = w.probe;
           for (auto& rec : claim->records) {
             ++in_flight_;
             board_.started(rec.repeater, connection_.name);
-            spawn_logged(executor_, slot(std::move(rec), view), "attempt[" + connection_.name + "]");
+            spawn_logged(executor_, slot(std::move(rec), view, probe), "attempt[" + connection_.name + "]");
+            probe = false;
           }
           next_due = claim->next_due;
         }
+        if (w.probe && (!claim.ok() || claim->records.empty())) circuit_.probe_unused();
       }
       if (stopping_) break;
       if (dirty_) continue;
-      if (in_flight_ >= connection_.max_in_flight || !next_due) {
+      // When to look again: closed, at the next due record unless every slot is taken (a
+      // finishing slot wakes us); open, at the next probe, or later if nothing is due by then;
+      // probing, when the probe's answer wakes us.
+      std::optional<Micros> wake_at;
+      if (circuit_.closed()) {
+        if (in_flight_ < pacer_.limit()) wake_at = next_due;
+      } else if (circuit_.state() == Circuit::State::open) {
+        wake_at = next_due ? std::max(*next_due, circuit_.next_probe_at()) : circuit_.next_probe_at();
+      }
+      if (!wake_at) {
         timer_.expires_at(asio::steady_timer::time_point::max());  // until woken
       } else {
-        timer_.expires_after(std::chrono::microseconds(sleep_micros(*next_due)));
+        timer_.expires_after(std::chrono::microseconds(std::max<Micros>(0, *wake_at - clock_())));
       }
       co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
@@ -196,22 +242,29 @@ class Worker {
   }
 
   // One in-flight slot: sends its record, stores the outcome and, in the same store job,
-  // claims the next due record of this connection, until none is due. Chaining the claim onto
-  // the outcome halves the store round trips of a busy connection.
-  struct View;
-  awaitable<void> slot(store::ClaimedRecord first, std::shared_ptr<const View> first_view) {
+  // claims the next due record of this connection while the circuit is closed and the pacer's
+  // limit has room for this slot. Chaining the claim onto the outcome halves the store round
+  // trips of a busy connection.
+  awaitable<void> slot(store::ClaimedRecord first, std::shared_ptr<const View> first_view, bool probe) {
     std::optional<store::ClaimedRecord> next = std::move(first);
     std::shared_ptr<const View> view = std::move(first_view);
     while (next) {
       store::ClaimedRecord rec = std::move(*next);
       next.reset();
-      const Attempt done = co_await attempt(rec, *view);
+      const Attempt done = co_await attempt(rec, *view, probe);
+      probe = false;
       bool applied = true;
-      next = co_await store_outcome(done.outcome, applied, view);
-      board_.ended(rec.repeater, connection_.name, rec.id, done.outcome.succeeded, done.outcome.error);
+      const bool chain = circuit_.closed() && in_flight_ <= pacer_.limit();
+      next = co_await store_outcome(done.outcome, chain, applied, view);
+      board_.ended(rec.repeater, connection_.name, rec.id, done.outcome.succeeded, done.outcome.error, clock_(),
+                   pacer_.limit());
       if (metrics_) metrics_->attempt(connection_.name, outcome_label(done.cls), static_cast<double>(done.outcome.duration_ms) / 1000.0);
       report(rec, done, applied);
+      if (done.change.what != Circuit::Change::What::none) circuit_changed(done.change, done.outcome.error);
+      else if (!circuit_.closed()) board_.circuit(connection_.name, circuit_, pacer_.limit());  // a probe failed
       if (next) board_.started(next->repeater, connection_.name);
+      // The limit grew past what is in flight: the loop claims the difference.
+      if (circuit_.closed() && pacer_.limit() > in_flight_) wake();
     }
     --in_flight_;
     wake();
@@ -221,11 +274,12 @@ class Worker {
     store::AttemptOutcome outcome;
     Decision decision;
     ErrorClass cls = ErrorClass::success;
+    Circuit::Change change;
   };
 
   // Runs on the settings of `view` (the config when the record was claimed), whatever a reload
   // does meanwhile.
-  awaitable<Attempt> attempt(store::ClaimedRecord& rec, const View& view) {
+  awaitable<Attempt> attempt(store::ClaimedRecord& rec, const View& view, bool probe) {
     const config::Repeater* repeater = view.repeaters.at(rec.repeater);
     sender::Request req;
     req.method = repeater->method;
@@ -240,14 +294,14 @@ class Worker {
 
     if (bucket_) {
       // rate_limit: wait for this request's turn; it never fails for being early.
-      if (const Duration wait = bucket_->take(now_micros()); wait.count() > 0) {
+      if (const Duration wait = bucket_->take(clock_()); wait.count() > 0) {
         asio::steady_timer t(executor_, wait);
         co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
       }
     }
     if (connection_.signing_secret) {
       // Standard Webhooks: signed as sent, so the timestamp is this attempt's.
-      const std::int64_t ts = now_micros() / 1'000'000;
+      const std::int64_t ts = clock_() / 1'000'000;
       req.headers.emplace_back("webhook-id", rec.id);
       req.headers.emplace_back("webhook-timestamp", std::to_string(ts));
       req.headers.emplace_back("webhook-signature",
@@ -255,22 +309,37 @@ class Worker {
     }
 
     sender::Response resp = co_await auth_.send(client_, std::move(req));
+    const Micros now = clock_();
 
     const ErrorClass cls = classify(resp);
     std::optional<Duration> retry_after;
     if (resp.outcome == sender::Outcome::response && (resp.status == 429 || resp.status == 503)) {
       for (const auto& [k, v] : resp.headers) {
-        if (boost::iequals(k, "Retry-After")) retry_after = parse_retry_after(v, now_micros());
+        if (boost::iequals(k, "Retry-After")) retry_after = parse_retry_after(v, now);
       }
     }
     const int client_errors = rec.client_errors + (cls == ErrorClass::client_error ? 1 : 0);
     const std::string error = cls == ErrorClass::success ? std::string() : describe(resp);
+    const double unit_random = std::uniform_real_distribution<double>(0.0, 1.0)(random_);
 
     Attempt a;
     a.cls = cls;
-    // The budget counts the attempts since the last resend or requeue.
-    a.decision = decide(repeater->retry, cls, rec.round_attempt, client_errors, retry_after, error, now_micros(),
-                        std::uniform_real_distribution<double>(0.0, 1.0)(random_));
+    const bool retryable = cls == ErrorClass::retryable;
+    bool free_attempt = false;
+    a.change = circuit_.on_result(retryable ? Circuit::Result::failed : Circuit::Result::answered, probe, now,
+                                  free_attempt);
+    pacer_.on_result(retryable, resp.duration, in_flight_);
+    if (free_attempt) {
+      // The circuit was open: the receiver's outage, not this record's failure. It keeps its
+      // budget and its place in the backoff, and is never cancelled for it.
+      const int counted = std::max(1, rec.round_attempt - 1);
+      a.decision = Decision{Decision::Next::retry, now + std::chrono::duration_cast<std::chrono::microseconds>(
+                                                             backoff_delay(repeater->retry, counted, unit_random)).count(),
+                            error};
+    } else {
+      // The budget counts the attempts since the last resend or requeue.
+      a.decision = decide(repeater->retry, cls, rec.round_attempt, client_errors, retry_after, error, now, unit_random);
+    }
     store::AttemptOutcome& out = a.outcome;
     out.attempt_row = rec.attempt_row;
     out.record_id = rec.id;
@@ -282,15 +351,21 @@ class Worker {
     out.error = error;
     out.duration_ms = resp.duration.count();
     out.client_error = cls == ErrorClass::client_error;
+    out.free_attempt = free_attempt;
     out.new_state = a.decision.next == Decision::Next::succeeded ? store::RecordState::succeeded
                     : a.decision.next == Decision::Next::retry   ? store::RecordState::failed
                                                                  : store::RecordState::cancelled;
     out.next_attempt_at = a.decision.next_attempt_at;
     out.reason = a.decision.reason;
     out.connection = connection_.name;
-    // The connection has contacts and there is an smtp section.
-    if (view.config->smtp && !connection_.notify.empty()) {
-      notify::Event e;
+    // The connection has contacts and there is an smtp section. With a circuit breaker, the
+    // receiver's failures (retryable ones) are told by the circuit's emails, once when it
+    // opens and once when it closes; a record's own failures and every cancellation are told
+    // per record.
+    const bool circuit_tells = retryable && connection_.circuit.failures > 0 &&
+                               a.decision.next != Decision::Next::cancel;
+    if (view.config->smtp && !connection_.notify.empty() && !circuit_tells) {
+      store::Notification e;
       e.record_id = rec.id;
       e.repeater = rec.repeater;
       e.domain = rec.domain;
@@ -305,22 +380,24 @@ class Worker {
     co_return a;
   }
 
-  // Stores an attempt's outcome and claims this slot's next record (none when stopping).
-  // The outcome must reach the database; until it does the record stays claimed, so this
-  // retries. If we are stopping, the next start finds the attempt in flight and records it as
-  // interrupted.
+  // Stores an attempt's outcome and, when `chain`, claims this slot's next record (never when
+  // stopping). The outcome must reach the database; until it does the record stays claimed, so
+  // this retries. If we are stopping, the next start finds the attempt in flight and records it
+  // as interrupted.
   // `applied` tells whether the record took the outcome (an operator may have acted on it).
   // `view` becomes the view the next record was claimed with.
-  awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out, bool& applied,
-                                                              std::shared_ptr<const View>& view) {
+  awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out, bool chain,
+                                                              bool& applied, std::shared_ptr<const View>& view) {
     for (;;) {
-      std::vector<std::string> repeaters = stopping_ ? std::vector<std::string>{} : active_;
+      std::vector<std::string> repeaters = stopping_ || !chain ? std::vector<std::string>{} : active_;
       auto claimed_with = view_;
       auto finished = std::make_shared<store::Store::Finished>();
-      std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters), finished](store::Db& db) {
-        *finished = store::Store::finish(db, out, now_micros());
+      std::function<store::Claim(store::Db&)> job = [out, repeaters = std::move(repeaters), finished,
+                                                     clock = clock_](store::Db& db) {
+        const Micros now = clock();
+        *finished = store::Store::finish(db, out, now);
         if (repeaters.empty()) return store::Claim{};
-        return store::Store::claim(db, repeaters, 1, now_micros(), false);
+        return store::Store::claim(db, repeaters, 1, now, false);
       };
       auto stored = co_await store::async_run<store::Claim>(store_, std::move(job));
       applied = finished->applied;
@@ -336,6 +413,65 @@ class Worker {
       asio::steady_timer t(executor_, kStoreRetryDelay);
       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
     }
+  }
+
+  // The circuit opened or closed: the event log, the contacts (at once, past the throttle), the
+  // admin API's view; a closed circuit releases the backlog through a slow start.
+  void circuit_changed(const Circuit::Change& change, const std::string& error) {
+    board_.circuit(connection_.name, circuit_, pacer_.limit());
+    const bool opened = change.what == Circuit::Change::What::opened;
+    if (!opened) {
+      pacer_.restart();
+      wake();
+    }
+    ++telling_;
+    spawn_logged(executor_, tell_circuit(change, error, view_->config), "circuit[" + connection_.name + "]");
+  }
+
+  awaitable<void> tell_circuit(Circuit::Change change, std::string error, std::shared_ptr<const config::Config> config) {
+    const bool opened = change.what == Circuit::Change::What::opened;
+    std::optional<store::Notification> note;
+    if (config->smtp && !connection_.notify.empty()) {
+      store::Notification n;
+      n.kind = opened ? store::Notification::Kind::circuit_opened : store::Notification::Kind::circuit_closed;
+      n.attempt = change.failures;
+      n.error = error;
+      if (opened) n.next_attempt_at = change.next_probe_at;
+      else n.outage_ms = change.outage / 1000;
+      note = std::move(n);
+    }
+    std::vector<std::string> repeaters;
+    for (const auto& [name, r] : view_->repeaters) repeaters.push_back(name);
+    std::function<std::int64_t(store::Db&)> job = [repeaters, note, connection = connection_.name,
+                                                   clock = clock_](store::Db& db) {
+      const std::int64_t backlog = store::Store::backlog(db, repeaters);
+      if (note) {
+        store::Notification n = *note;
+        n.backlog = backlog;
+        store::Store::queue_circuit_notification(db, connection, n, clock());
+      }
+      return backlog;
+    };
+    auto backlog = co_await store::async_run<std::int64_t>(store_, std::move(job));
+    if (!backlog.ok()) {
+      spdlog::error("circuit[{}]: cannot store the circuit change: {}", connection_.name, backlog.error().message);
+    } else if (note && on_notification_) {
+      on_notification_();
+    }
+    nlohmann::json fields = {{"connection", connection_.name}};
+    if (backlog.ok()) fields["backlog"] = *backlog;
+    if (opened) {
+      fields["failures"] = change.failures;
+      fields["error"] = error;
+      fields["next_probe_at"] = format_iso8601(change.next_probe_at);
+      spdlog::warn("circuit[{}]: opened after {} consecutive failures ({}); one probe at a time from now on",
+                   connection_.name, change.failures, error);
+    } else {
+      fields["outage_ms"] = change.outage / 1000;
+      spdlog::info("circuit[{}]: closed after {} ms; releasing the backlog", connection_.name, change.outage / 1000);
+    }
+    events_.emit(opened ? "circuit.opened" : "circuit.closed", std::move(fields));
+    --telling_;
   }
 
   void report(const store::ClaimedRecord& rec, const Attempt& a, bool applied) {
@@ -357,6 +493,7 @@ class Worker {
       return;
     }
     fields["error"] = out.error;
+    if (out.free_attempt) fields["circuit_open"] = true;
     if (a.decision.next_attempt_at) fields["next_attempt_at"] = format_iso8601(*a.decision.next_attempt_at);
     events_.emit("attempt.failed", std::move(fields));
     if (a.decision.next == Decision::Next::cancel) {
@@ -367,11 +504,22 @@ class Worker {
     }
   }
 
+  // A repeater that becomes active again (resumed, unpaused by a reload) releases its backlog
+  // through a slow start, not as a flood.
   void update_active() {
-    active_.clear();
+    std::vector<std::string> next;
     for (const auto& [name, r] : view_->repeaters) {
-      if (!r->paused && !operator_paused_.contains(name)) active_.push_back(name);
+      if (!r->paused && !operator_paused_.contains(name)) next.push_back(name);
     }
+    const bool resumed = std::any_of(next.begin(), next.end(), [this](const std::string& n) {
+      return std::find(active_.begin(), active_.end(), n) == active_.end();
+    });
+    if (resumed && started_once_) {
+      pacer_.restart();
+      board_.circuit(connection_.name, circuit_, pacer_.limit());
+    }
+    started_once_ = true;
+    active_ = std::move(next);
   }
 
   // A config and this connection's repeaters in it.
@@ -385,6 +533,7 @@ class Worker {
   std::function<void()> on_notification_;
   ActivityBoard& board_;
   Metrics* metrics_;
+  std::function<Micros()> clock_;
   asio::any_io_executor executor_;
   const config::Connection& connection_;
   store::Store& store_;
@@ -394,9 +543,13 @@ class Worker {
   std::optional<sender::TokenBucket> bucket_;
   asio::steady_timer timer_;
   std::mt19937_64 random_;
+  Circuit circuit_;
+  Pacer pacer_;
   std::shared_ptr<const View> view_ = std::make_shared<View>();
   std::vector<std::string> active_;  // repeaters paused neither in the config nor by an operator
   std::size_t in_flight_ = 0;
+  std::size_t telling_ = 0;  // circuit changes being stored and logged (tell_circuit)
+  bool started_once_ = false;  // the first set of repeaters is no resume
   bool dirty_ = false;     // woken while not waiting: look again before sleeping
   bool stopping_ = false;
   bool run_ended_ = false;
@@ -410,9 +563,9 @@ struct Scheduler::Timers {
 
 Scheduler::Scheduler(asio::any_io_executor executor, std::shared_ptr<const config::Config> config,
                      store::Store& store, EventLog& events, std::function<void()> on_notification,
-                     const std::map<std::string, Micros>& paused, Metrics* metrics)
+                     const std::map<std::string, Micros>& paused, Metrics* metrics, std::function<Micros()> clock)
     : executor_(executor), store_(store), events_(events), on_notification_(std::move(on_notification)),
-      metrics_(metrics), timers_(std::make_unique<Timers>(executor)), board_(std::make_shared<ActivityBoard>()) {
+      metrics_(metrics), clock_(std::move(clock)), timers_(std::make_unique<Timers>(executor)), board_(std::make_shared<ActivityBoard>()) {
   for (const auto& [name, at] : paused) operator_paused_.insert(name);
   apply(std::move(config));
 }
@@ -434,7 +587,7 @@ void Scheduler::apply(std::shared_ptr<const config::Config> config) {
       continue;
     }
     auto w = std::make_unique<Worker>(executor_, config, c, operator_paused_, store_, events_, on_notification_, *board_,
-                                      metrics_);
+                                      metrics_, clock_);
     if (started_) w->start();
     next[c.name] = std::move(w);
   }
@@ -523,7 +676,7 @@ awaitable<void> Scheduler::summarize_every() {
     timers_->summary.expires_after(config_->log.queue_summary_every);
     co_await timers_->summary.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopping_) break;
-    const Micros now = now_micros();
+    const Micros now = clock_();
     std::function<std::vector<store::RepeaterSummary>(store::Db&)> job = [now](store::Db& db) {
       return store::Store::summarize(db, now);
     };
@@ -555,7 +708,7 @@ awaitable<void> Scheduler::purge_every() {
     co_await timers_->purge.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopping_) break;
     const Micros cutoff =
-        now_micros() - std::chrono::duration_cast<std::chrono::microseconds>(config_->storage.retention).count();
+        clock_() - std::chrono::duration_cast<std::chrono::microseconds>(config_->storage.retention).count();
     std::int64_t total = 0;
     // Small batches keep each transaction short so ingest never waits long behind a purge.
     for (;;) {

@@ -1,11 +1,15 @@
 // scheduler: decides which record goes out when, and records what happened.
 //
-// One worker per connection, each with its own HttpClient, its own max_in_flight and its own
+// One worker per connection, each with its own HttpClient, its own in-flight limit and its own
 // wake-up timer, so a slow or dead connection only ever holds its own slots. A worker claims
 // due records from the store's due index a page at a time (never the whole queue), sends each
 // as its own coroutine, then stores the outcome and the next attempt time decided by
 // retry_policy. New records wake the worker of their connection at once; otherwise it sleeps
-// until the earliest due record of its repeaters.
+// until the earliest due record of its repeaters. What the worker may send is decided by two
+// I/O-free state machines it only carries out: the connection's circuit breaker
+// (scheduler/circuit.hpp: no attempts but a probe while the receiver is down, and no budget
+// used) and its pacer (scheduler/pacing.hpp: how many requests may be in flight, rising from 1
+// after a start, a closed circuit or a resume, adapting to the receiver's latency and errors).
 //
 // Thread-safety: everything runs on the one executor given to the constructor, except
 // notify(), which any thread may call.
@@ -36,6 +40,11 @@ struct ActivityBoard;
 // went since the daemon started (for the admin API's status). One per repeater and connection.
 struct Activity {
   std::size_t in_flight = 0;
+  // Connections only: the circuit and the pacer's current limit.
+  std::string circuit = "closed";  // closed | open | probing
+  std::optional<Micros> circuit_opened_at;
+  std::optional<Micros> next_probe_at;
+  std::size_t concurrency_limit = 0;
   std::optional<Micros> last_success;
   struct LastError {
     Micros at = 0;
@@ -54,10 +63,12 @@ class Scheduler {
  public:
   // `on_notification` is called (on the executor) after an attempt's outcome queued a
   // notification, to wake the notifier. `paused` are the repeaters an operator paused (from
-  // the store); `metrics` may be null.
+  // the store); `metrics` may be null. `clock` is every "now" the scheduler decides with (it
+  // is called from the store's writer thread too).
   Scheduler(boost::asio::any_io_executor executor, std::shared_ptr<const config::Config> config,
             store::Store& store, EventLog& events, std::function<void()> on_notification = {},
-            const std::map<std::string, Micros>& paused = {}, Metrics* metrics = nullptr);
+            const std::map<std::string, Micros>& paused = {}, Metrics* metrics = nullptr,
+            std::function<Micros()> clock = now_micros);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -98,6 +109,7 @@ class Scheduler {
   EventLog& events_;
   std::function<void()> on_notification_;
   Metrics* metrics_;
+  std::function<Micros()> clock_;
   // Repeaters an operator paused; the workers read it (declared first: it outlives them).
   std::set<std::string> operator_paused_;
   std::map<std::string, std::unique_ptr<Worker>> workers_;  // by connection name

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "store/sqlite.hpp"
+#include "store/store.hpp"
 
 namespace repeaterd::store {
 
@@ -294,23 +295,31 @@ int apply(Db& db, Action action, const std::string& id, Micros now) {
   const char* sql = nullptr;
   switch (action) {
     case Action::cancel:
-      sql = "UPDATE records SET state = 'cancelled', next_attempt_at = NULL, reason = 'cancelled by operator', "
-            "version = version + 1, updated_at = ?2 WHERE id = ?1 AND state IN ('pending', 'failed')";
+      sql = "UPDATE records SET state = 'cancelled', next_attempt_at = NULL, waiting = 0, "
+            "reason = 'cancelled by operator', version = version + 1, updated_at = ?2 "
+            "WHERE id = ?1 AND state IN ('pending', 'failed')";
       break;
     case Action::resend:
-      sql = "UPDATE records SET state = 'pending', next_attempt_at = ?2, round_start = attempts, client_errors = 0, "
-            "reason = '', version = version + 1, updated_at = ?2 WHERE id = ?1 "
+      sql = "UPDATE records SET state = 'pending', next_attempt_at = ?2, waiting = 0, round_start = attempts, "
+            "client_errors = 0, reason = '', version = version + 1, updated_at = ?2 WHERE id = ?1 "
             "AND NOT EXISTS (SELECT 1 FROM attempts INDEXED BY attempts_by_record WHERE record = ?1 AND outcome = 'in_flight')";
       break;
     case Action::requeue:
-      sql = "UPDATE records SET state = 'pending', next_attempt_at = ?2, round_start = attempts, client_errors = 0, "
-            "reason = '', version = version + 1, updated_at = ?2 WHERE id = ?1 AND state = 'cancelled' "
+      sql = "UPDATE records SET state = 'pending', next_attempt_at = ?2, waiting = 0, round_start = attempts, "
+            "client_errors = 0, reason = '', version = version + 1, updated_at = ?2 WHERE id = ?1 AND state = 'cancelled' "
             "AND NOT EXISTS (SELECT 1 FROM attempts INDEXED BY attempts_by_record WHERE record = ?1 AND outcome = 'in_flight')";
       break;
   }
   StmtGuard q(db.prepare(sql));
   q->bind(1, id).bind(2, now);
-  return q->run();
+  const int changed = q->run();
+  if (changed > 0 && action == Action::cancel) {
+    // A cancelled record of an ordered repeater lets the next of its case or form go.
+    StmtGuard k(db.prepare("SELECT repeater, order_key FROM records WHERE id = ?1 AND order_key IS NOT NULL"));
+    k->bind(1, id);
+    if (k->step()) Store::release_next(db, k->text(0), k->text(1), now);
+  }
+  return changed;
 }
 
 std::optional<RecordView> view(Db& db, const std::string& id) {

@@ -189,6 +189,46 @@ CREATE TABLE repeater_pauses (
 DROP INDEX records_list;
 CREATE INDEX records_trouble ON records(repeater, state, id) WHERE state IN ('failed', 'cancelled');
 )sql",
+    // 7: flow control (spec §5).
+    // Ordered repeaters: order_key is the case id (case repeaters) or the form id (others); a
+    // record created while an earlier record of the same key is open (pending or failed) waits
+    // (waiting = 1, next_attempt_at NULL: outside the due index) until that one is done.
+    // records_order holds open records of ordered repeaters only, so finding the next in line
+    // is one range scan and an unordered record never touches it.
+    // Circuit notifications: a connection's circuit opened or closed; the table is rebuilt
+    // because its kind CHECK grows.
+    R"sql(
+ALTER TABLE records ADD COLUMN order_key TEXT;
+ALTER TABLE records ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX records_order ON records(repeater, order_key, id)
+  WHERE order_key IS NOT NULL AND state IN ('pending', 'failed');
+
+CREATE TABLE notifications_new (
+  id              INTEGER PRIMARY KEY,
+  connection      TEXT    NOT NULL,
+  kind            TEXT    NOT NULL CHECK (kind IN ('failed', 'cancelled', 'circuit_opened', 'circuit_closed')),
+  created_at      INTEGER NOT NULL,
+  record_id       TEXT    NOT NULL,
+  repeater        TEXT    NOT NULL,
+  domain          TEXT    NOT NULL,
+  payload_type    TEXT    NOT NULL,
+  payload_id      TEXT    NOT NULL,
+  attempt         INTEGER NOT NULL,
+  http_status     INTEGER,
+  error           TEXT    NOT NULL,
+  next_attempt_at INTEGER,
+  email           INTEGER REFERENCES emails(id),  -- NULL until an email carries it
+  backlog         INTEGER,  -- circuit kinds: records of the connection waiting
+  outage_ms       INTEGER   -- circuit_closed: how long the circuit was open
+) STRICT;
+INSERT INTO notifications_new (id, connection, kind, created_at, record_id, repeater, domain, payload_type,
+    payload_id, attempt, http_status, error, next_attempt_at, email)
+  SELECT id, connection, kind, created_at, record_id, repeater, domain, payload_type, payload_id, attempt,
+    http_status, error, next_attempt_at, email FROM notifications;
+DROP TABLE notifications;
+ALTER TABLE notifications_new RENAME TO notifications;
+CREATE INDEX notifications_unsent ON notifications(connection, id) WHERE email IS NULL;
+)sql",
 };
 
 }  // namespace

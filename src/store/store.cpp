@@ -278,18 +278,55 @@ std::vector<StoredCaseForm> Store::case_forms(Db& db, const std::string& domain,
 }
 
 std::vector<std::string> Store::case_form_ids(Db& db, const std::string& domain, const std::string& case_id) {
+  // Only the ids (a case JSON payload lists them): no blocks are read or parsed. The first form
+  // goes where case_forms() puts it, before the rows that sort equal to it.
+  std::optional<std::pair<Micros, std::string>> first;
+  {
+    StmtGuard q(db.prepare(
+        "SELECT json_extract(first_form, '$.server_date'), json_extract(first_form, '$.form_id') FROM cases "
+        "WHERE domain = ?1 AND case_id = ?2 AND first_form IS NOT NULL"));
+    q->bind(1, domain).bind(2, case_id);
+    if (q->step()) {
+      if (q->is_null(0) || q->is_null(1)) {
+        throw SqliteError(SQLITE_CORRUPT, "case " + case_id + ": first_form is corrupt");
+      }
+      first.emplace(q->int64(0), q->text(1));
+    }
+  }
   std::vector<std::string> out;
-  for (auto& f : case_forms(db, domain, case_id)) out.push_back(std::move(f.form_id));
+  StmtGuard q(db.prepare(
+      "SELECT server_date, form_id FROM case_forms WHERE domain = ?1 AND case_id = ?2 ORDER BY server_date, form_id"));
+  q->bind(1, domain).bind(2, case_id);
+  while (q->step()) {
+    const Micros date = q->int64(0);
+    std::string id = q->text(1);
+    if (first && std::tie(first->first, first->second) <= std::tie(date, id)) {
+      out.push_back(std::move(first->second));
+      first.reset();
+    }
+    out.push_back(std::move(id));
+  }
+  if (first) out.push_back(std::move(first->second));
   return out;
 }
 
 void Store::add_case_form(Db& db, const std::string& domain, const std::string& case_id, const StoredCaseForm& f) {
-  // The case's first form goes into its own row, which save_case has just written.
-  StmtGuard first(db.prepare(
-      "UPDATE cases SET first_form = ?3 WHERE domain = ?1 AND case_id = ?2 AND first_form IS NULL AND base IS NULL "
-      "AND NOT EXISTS (SELECT 1 FROM case_forms WHERE domain = ?1 AND case_id = ?2)"));
-  first->bind(1, domain).bind(2, case_id).bind(3, first_form_json(f));
-  if (first->run() > 0) return;
+  // The case's first form goes into its own row, which save_case has just written. Asked before
+  // anything is built: a case's later forms (most of them, on a busy case) cost one row insert.
+  bool first = false;
+  {
+    StmtGuard q(db.prepare(
+        "SELECT first_form IS NULL AND base IS NULL AND NOT EXISTS (SELECT 1 FROM case_forms WHERE domain = ?1 AND "
+        "case_id = ?2) FROM cases WHERE domain = ?1 AND case_id = ?2"));
+    q->bind(1, domain).bind(2, case_id);
+    first = q->step() && q->int64(0) != 0;
+  }
+  if (first) {
+    StmtGuard up(db.prepare("UPDATE cases SET first_form = ?3 WHERE domain = ?1 AND case_id = ?2"));
+    up->bind(1, domain).bind(2, case_id).bind(3, first_form_json(f));
+    up->run();
+    return;
+  }
   StmtGuard ins(db.prepare(
       "INSERT INTO case_forms (domain, case_id, server_date, form_id, user_id, blocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
   ins->bind(1, domain).bind(2, case_id).bind(3, f.server_date).bind(4, f.form_id).bind(5, f.user_id);
@@ -343,12 +380,28 @@ IngestResult Store::insert(Db& db, const NewPayload& p, const std::string& diges
   out.payload_row = payload_row;
   StmtGuard rec(db.prepare(
       "INSERT INTO records (id, payload, repeater, state, created_at, updated_at, next_attempt_at, content_type, "
-      "query, headers, body, case_id) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?5, ?6, ?7, ?8, ?9)"));
+      "query, headers, body, case_id, order_key, waiting) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?12, ?5, ?6, ?7, "
+      "?8, ?9, ?10, ?11)"));
   for (const auto& r : records) {
     rec->bind(1, r.id).bind(2, payload_row).bind(3, r.repeater).bind(4, now).bind(5, r.content_type);
     rec->bind(6, r.query).bind(7, r.headers_json);
     if (r.body) rec->bind_blob(8, *r.body); else rec->bind_null(8);
     if (r.case_id.empty()) rec->bind_null(9); else rec->bind(9, r.case_id);
+    bool waiting = false;
+    if (r.ordered) {
+      const std::string& key = r.case_id.empty() ? p.payload_id : r.case_id;
+      // Ids grow with time, so any open record of the key is an earlier one.
+      StmtGuard earlier(db.prepare(
+          "SELECT 1 FROM records INDEXED BY records_order WHERE repeater = ?1 AND order_key = ?2 "
+          "AND state IN ('pending', 'failed') LIMIT 1"));
+      earlier->bind(1, r.repeater).bind(2, key);
+      waiting = earlier->step();
+      rec->bind(10, key);
+    } else {
+      rec->bind_null(10);
+    }
+    rec->bind(11, static_cast<std::int64_t>(waiting ? 1 : 0));
+    if (waiting) rec->bind_null(12); else rec->bind(12, now);
     rec->run();
     rec->reset();
     out.record_ids.push_back(r.id);
@@ -451,15 +504,23 @@ Store::Finished Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
     a->bind_blob(6, o.response_body).bind(7, o.error);
     a->run();
   }
-  StmtGuard r(db.prepare(
-      "UPDATE records SET state = ?2, next_attempt_at = ?3, client_errors = client_errors + ?4, reason = ?5, "
-      "updated_at = ?6 WHERE id = ?1 AND version = ?7"));
-  r->bind(1, o.record_id).bind(2, to_string(o.new_state)).bind(3, o.next_attempt_at);
-  r->bind(4, static_cast<std::int64_t>(o.client_error ? 1 : 0)).bind(5, o.reason).bind(6, now_micros());
-  r->bind(7, o.version);
-  // An operator acted on the record while this attempt was out: the attempt stays in the
-  // history, the record stays as the operator left it.
-  if (r->run() == 0) return Finished{false, false};
+  {
+    StmtGuard r(db.prepare(
+        "UPDATE records SET state = ?2, next_attempt_at = ?3, client_errors = client_errors + ?4, reason = ?5, "
+        "updated_at = ?6, round_start = round_start + ?8 WHERE id = ?1 AND version = ?7 RETURNING repeater, order_key"));
+    r->bind(1, o.record_id).bind(2, to_string(o.new_state)).bind(3, o.next_attempt_at);
+    r->bind(4, static_cast<std::int64_t>(o.client_error ? 1 : 0)).bind(5, o.reason).bind(6, now);
+    r->bind(7, o.version).bind(8, static_cast<std::int64_t>(o.free_attempt ? 1 : 0));
+    // An operator acted on the record while this attempt was out: the attempt stays in the
+    // history, the record stays as the operator left it.
+    if (!r->step()) return Finished{false, false};
+    const bool done = o.new_state == RecordState::succeeded || o.new_state == RecordState::cancelled;
+    if (done && !r->is_null(1)) {
+      const std::string repeater = r->text(0), key = r->text(1);
+      r->step();  // finish the RETURNING statement before the next one writes
+      release_next(db, repeater, key, now);
+    }
+  }
   if (!o.notify) return Finished{true, false};
 
   bool failing = false;
@@ -479,7 +540,7 @@ Store::Finished Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   // The first failure of a streak and every cancellation; later failures of the same streak
   // would only repeat what the contacts were already told.
   if (!cancelled && failing) return Finished{true, false};
-  const notify::Event& e = *o.notify;
+  const Notification& e = *o.notify;
   StmtGuard ins(db.prepare(
       "INSERT INTO notifications (connection, kind, created_at, record_id, repeater, domain, payload_type, "
       "payload_id, attempt, http_status, error, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
@@ -494,25 +555,77 @@ Store::Finished Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   return Finished{true, true};
 }
 
+void Store::release_next(Db& db, const std::string& repeater, const std::string& order_key, Micros now) {
+  StmtGuard q(db.prepare(
+      "UPDATE records SET waiting = 0, next_attempt_at = ?3 WHERE id = (SELECT id FROM records INDEXED BY "
+      "records_order WHERE repeater = ?1 AND order_key = ?2 AND state IN ('pending', 'failed') ORDER BY id LIMIT 1) "
+      "AND waiting = 1"));
+  q->bind(1, repeater).bind(2, order_key).bind(3, now).run();
+}
+
+std::int64_t Store::backlog(Db& db, const std::vector<std::string>& repeaters) {
+  StmtGuard q(db.prepare("SELECT COUNT(*) FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL"));
+  std::int64_t n = 0;
+  for (const auto& r : repeaters) {
+    q->bind(1, r);
+    if (q->step()) n += q->int64(0);
+    q->reset();
+  }
+  return n;
+}
+
+namespace {
+
+// The notifications table's `kind` column.
+const char* kind_text(Notification::Kind k) {
+  switch (k) {
+    case Notification::Kind::failed: return "failed";
+    case Notification::Kind::cancelled: return "cancelled";
+    case Notification::Kind::circuit_opened: return "circuit_opened";
+    case Notification::Kind::circuit_closed: return "circuit_closed";
+  }
+  return "?";
+}
+
+Notification::Kind kind_from_text(std::string_view text) {
+  for (auto k : {Notification::Kind::cancelled, Notification::Kind::circuit_opened, Notification::Kind::circuit_closed}) {
+    if (text == kind_text(k)) return k;
+  }
+  return Notification::Kind::failed;  // the CHECK constraint allows nothing else
+}
+
+}  // namespace
+
 std::vector<UnsentNotifications> Store::unsent_notifications(Db& db) {
   std::vector<UnsentNotifications> out;
   StmtGuard q(db.prepare(
-      "SELECT n.connection, COALESCE(s.window_start, 0) FROM (SELECT DISTINCT connection FROM notifications "
-      "WHERE email IS NULL) n LEFT JOIN notify_state s ON s.connection = n.connection"));
-  while (q->step()) out.push_back({q->text(0), q->int64(1)});
+      "SELECT n.connection, n.kind, n.oldest, n.count, COALESCE(s.window_start, 0) FROM (SELECT connection, kind, "
+      "MIN(created_at) AS oldest, COUNT(*) AS count FROM notifications WHERE email IS NULL GROUP BY connection, kind) n "
+      "LEFT JOIN notify_state s ON s.connection = n.connection ORDER BY n.connection"));
+  while (q->step()) {
+    const std::string connection = q->text(0);
+    if (out.empty() || out.back().connection != connection) {
+      out.push_back({connection, q->int64(4), q->int64(2), 0, {}});
+    }
+    UnsentNotifications& u = out.back();
+    u.oldest_at = std::min(u.oldest_at, q->int64(2));
+    u.count += q->int64(3);
+    u.kinds.push_back(kind_from_text(q->text(1)));
+  }
   return out;
 }
 
-std::vector<notify::Event> Store::notifications_of(Db& db, const std::string& connection) {
-  std::vector<notify::Event> out;
+std::vector<Notification> Store::notifications_of(Db& db, const std::string& connection) {
+  std::vector<Notification> out;
   StmtGuard q(db.prepare(
       "SELECT id, kind, created_at, record_id, repeater, domain, payload_type, payload_id, attempt, http_status, "
-      "error, next_attempt_at FROM notifications WHERE connection = ?1 AND email IS NULL ORDER BY id"));
+      "error, next_attempt_at, backlog, outage_ms FROM notifications WHERE connection = ?1 AND email IS NULL "
+      "ORDER BY id"));
   q->bind(1, connection);
   while (q->step()) {
-    notify::Event e;
+    Notification e;
     e.id = q->int64(0);
-    e.kind = q->text(1) == "cancelled" ? notify::Event::Kind::cancelled : notify::Event::Kind::failed;
+    e.kind = kind_from_text(q->text(1));
     e.at = q->int64(2);
     e.record_id = q->text(3);
     e.repeater = q->text(4);
@@ -523,9 +636,22 @@ std::vector<notify::Event> Store::notifications_of(Db& db, const std::string& co
     if (auto s = q->opt_int64(9)) e.http_status = static_cast<int>(*s);
     e.error = q->text(10);
     e.next_attempt_at = q->opt_int64(11);
+    e.backlog = q->opt_int64(12);
+    e.outage_ms = q->opt_int64(13);
     out.push_back(std::move(e));
   }
   return out;
+}
+
+void Store::queue_circuit_notification(Db& db, const std::string& connection, const Notification& n, Micros now) {
+  StmtGuard ins(db.prepare(
+      "INSERT INTO notifications (connection, kind, created_at, record_id, repeater, domain, payload_type, "
+      "payload_id, attempt, http_status, error, next_attempt_at, backlog, outage_ms) VALUES (?1, ?2, ?3, '', '', '', "
+      "'', '', ?4, ?5, ?6, ?7, ?8, ?9)"));
+  ins->bind(1, connection).bind(2, kind_text(n.kind)).bind(3, now).bind(4, static_cast<std::int64_t>(n.attempt));
+  if (n.http_status) ins->bind(5, static_cast<std::int64_t>(*n.http_status)); else ins->bind_null(5);
+  ins->bind(6, n.error).bind(7, n.next_attempt_at).bind(8, n.backlog).bind(9, n.outage_ms);
+  ins->run();
 }
 
 std::int64_t Store::queue_email(Db& db, const std::string& connection, const std::vector<std::string>& recipients,

@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "notify/email.hpp"
 #include "repeaterd/result.hpp"
 #include "repeaterd/time.hpp"
+#include "store/notification.hpp"
 
 namespace repeaterd::store {
 
@@ -53,6 +53,9 @@ struct NewRecord {
   std::string headers_json;   // JSON object of extra request headers (Received-On ...)
   std::optional<std::string> body;  // nullopt: the payload's own bytes
   std::string case_id;        // case records: the case it carries (events name it, not the form)
+  // The repeater delivers in order: the record waits while an earlier record of the same case
+  // (case_id) or, without one, of the same payload id is pending or failed.
+  bool ordered = false;
 };
 
 struct IngestResult {
@@ -135,20 +138,27 @@ struct AttemptOutcome {
   std::string error;
   std::int64_t duration_ms = 0;
   bool client_error = false;          // counts toward max_attempts_client_error
+  // The attempt uses none of the record's budget (its connection's circuit was open): the
+  // current round starts one attempt later.
+  bool free_attempt = false;
   RecordState new_state = RecordState::pending;
   std::optional<Micros> next_attempt_at;  // when new_state is failed
   std::string reason;                     // why the record is cancelled / last error
   // Set when the connection has people to notify: finish() then tracks its failure streak
   // and queues a notification for the first failure of a streak and for every cancellation,
   // in the same transaction. `kind` and `id` are filled in by finish().
-  std::optional<notify::Event> notify;
+  std::optional<Notification> notify;
   std::string connection;
 };
 
-// A connection with notifications no email has carried yet.
+// A connection with notifications no email has carried yet: what the notifier's throttle
+// decides on.
 struct UnsentNotifications {
   std::string connection;
   Micros window_start = 0;  // when its last email was queued (0: never)
+  Micros oldest_at = 0;     // when its oldest unsent notification happened
+  std::int64_t count = 0;   // how many are unsent
+  std::vector<Notification::Kind> kinds;  // the kinds among them, each once
 };
 
 // An email waiting in the outbox.
@@ -252,9 +262,22 @@ class Store {
   };
   static Finished finish(Db& db, const AttemptOutcome& outcome, Micros now);
 
+  // Ordered repeaters: makes the first open (pending or failed) record of (repeater,
+  // order_key) due now if it is waiting. Called when a record of the key leaves the open states.
+  static void release_next(Db& db, const std::string& repeater, const std::string& order_key, Micros now);
+  // Records of `repeaters` that wait for an attempt (due or scheduled; not in flight or held
+  // back by ordering).
+  static std::int64_t backlog(Db& db, const std::vector<std::string>& repeaters);
+
   // The notification outbox (notify::Notifier drives these).
   static std::vector<UnsentNotifications> unsent_notifications(Db& db);
-  static std::vector<notify::Event> notifications_of(Db& db, const std::string& connection);
+  // The unsent notifications of `connection`, oldest first.
+  static std::vector<Notification> notifications_of(Db& db, const std::string& connection);
+  // Queues a circuit change of `connection` (n.kind circuit_opened or circuit_closed) at `now`:
+  // n.attempt (opened: the consecutive failures; closed: 0), n.http_status and n.error (opened:
+  // the last failure's), n.next_attempt_at (opened: the first probe), n.backlog and n.outage_ms
+  // (closed). The record fields are stored empty; n.id and n.at are ignored.
+  static void queue_circuit_notification(Db& db, const std::string& connection, const Notification& n, Micros now);
   // Queues `message` carrying every unsent notification of `connection` up to `last_id`, and
   // starts the connection's throttle window at `now`.
   static std::int64_t queue_email(Db& db, const std::string& connection, const std::vector<std::string>& recipients,

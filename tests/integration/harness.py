@@ -405,6 +405,7 @@ class Endpoint:
         self.requests: list[Received] = []
         self.in_flight = 0
         self.max_in_flight_seen = 0
+        self.in_flight_log: list[tuple[float, int]] = []   # (time.monotonic(), in flight) per arrival
         self._released = threading.Event()
         self.server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True   # hung handlers must not block interpreter exit
@@ -500,6 +501,7 @@ class Endpoint:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
+            self.in_flight_log.append((time.monotonic(), self.in_flight))
 
     def _leave(self) -> None:
         with self._lock:

@@ -170,7 +170,8 @@ class RecordActionsTest(AdminTestCase):
     def test_dead_endpoint_cancels_then_requeue_delivers_each_once(self):
         n = 200
         ep = self.endpoint(default=Reply(503, b"down for maintenance"))
-        d = self.daemon([connection("inbox", ep.url(), max_in_flight=8)],
+        # Without a circuit breaker, so that the outage uses up the records' budgets.
+        d = self.daemon([connection("inbox", ep.url(), max_in_flight=8, circuit={"failures": 0})],
                         [repeater("forms", "inbox", retry=FAST_CANCEL)])
         iids = self.submit_forms(d, n)
         self.wait_counts(d, "forms", 60, cancelled=n, pending=0, failed=0)
@@ -619,7 +620,8 @@ class RunbookTest(AdminTestCase):
     def test_runbook_output(self):
         openfn = self.endpoint(default=Reply(503, b"upstream is down for maintenance"))
         dhis2 = self.endpoint(default=Reply(200, delay=0.05))
-        d = self.daemon([connection("openfn", openfn.url()), connection("dhis2", dhis2.url(), max_in_flight=1)],
+        d = self.daemon([connection("openfn", openfn.url(), circuit={"failures": 0}),
+                         connection("dhis2", dhis2.url(), max_in_flight=1)],
                         [repeater("forms-to-openfn", "openfn", retry=FAST_CANCEL),
                          repeater("forms-to-dhis2", "dhis2")])
         tmp = str(d.workdir)

@@ -37,8 +37,9 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import harness
 from harness import (SharedDaemonTest, check_generated_doc, OTHER_TOKEN, SEED_APP_ID, SEED_INSTANCE_ID, SOURCE_DIR, Daemon, DaemonTestCase,
-                     Endpoint, Reply, binary, connection, free_port, make_config, parse_iso_z,
+                     Endpoint, Reply, binary, free_port, make_config, parse_iso_z,
                      repeater, seed_form, to_yaml, unique_form)
 from smtp_server import BlackHole, Mail, SmtpPki, SmtpServer
 
@@ -68,6 +69,15 @@ MORE_RE = re.compile(r"(?i)and\s+(\d+)\s+more")
 
 
 # --------------------------------------------------------------------------- helpers
+
+def connection(name: str, url: str, **overrides) -> dict:
+    """harness.connection without a circuit breaker unless one is given: these tests are about
+    the per-record emails (a failure streak, cancellations), which a connection with a circuit
+    replaces for retryable failures by one email when the circuit opens and one when it closes
+    (test_flow.py and test_a_circuit_opening_is_emailed_at_once_not_held_by_the_throttle)."""
+    overrides.setdefault("circuit", {"failures": 0})
+    return harness.connection(name, url, **overrides)
+
 
 def smtp_section(url: str, **overrides) -> dict:
     """A top-level smtp: section with test-speed retries."""
@@ -727,6 +737,42 @@ class NotifyDeliveryTest(DaemonTestCase, EmailAssertions):
                          f"{CRM_NOTIFY[0]} is still emailed after it was removed from notify and repeaterd "
                          f"was restarted as the email says:\n{d.stderr_tail(5)}")
 
+    # -- circuit changes
+
+    def test_a_circuit_opening_is_emailed_at_once_not_held_by_the_throttle(self):
+        server = self.smtp_server()
+        refused = {}
+
+        def responder(r):
+            if r.instance_id == refused.get("id"):
+                return Reply(400, b"field age is required")
+            return Reply(503, b"upstream pool exhausted")
+
+        ep = self.endpoint(responder=responder)
+        d = self.notify_daemon(smtp_section(server.url(), throttle="1h"),
+                               [connection("crm", ep.url("/in"), notify=["ops@example.org"],
+                                           circuit={"failures": 3, "cooldown": "1h", "max_cooldown": "1h"})],
+                               [repeater("to-crm", "crm", retry={"initial": "1h", "max_delay": "1h",
+                                                                 "max_attempts_client_error": 1})])
+        # A cancellation is emailed at once and opens a 1h throttle window.
+        refused["id"], form = unique_form()
+        self.assertSubmitted(d.submit(form), 201)
+        first = server.wait_count(1, 10)[0]
+        self.assertIn("record cancelled", first.subject)
+        # Three 503s in a row open the circuit inside that window: emailed at once all the same.
+        for _ in range(3):
+            self.assertSubmitted(d.submit(unique_form()[1]), 201)
+        second = server.wait_count(2, 15)[1]
+        self.assertIn("circuit opened", second.subject)
+        self.assertIn(ep.url("/in"), second.subject)
+        body = " ".join(second.body().split())
+        self.assertIn("after 3 consecutive failures", body)
+        self.assertIn("upstream pool exhausted", body)
+        self.assertIn("no record is attempted except one probe at a time", body)
+        self.assertIn("First probe:", second.body())
+        self.assertStopSection(second.body())
+        server.assert_quiet(2, 1.5)
+
     def test_no_smtp_section_no_emails(self):
         ep = self.endpoint(default=Reply(500, CRM_BODY))
         d = self.notify_daemon(None, [connection("crm", ep.url("/in"), notify=["ops@example.org"])],
@@ -761,6 +807,11 @@ cd tests/integration && REPEATERD_UPDATE_DOCS=1 python3 -m unittest test_notify.
 - **A record is cancelled**: it used up its attempts (`max_attempts`, or
   `max_attempts_client_error` for 4xx answers) or the receiver answered 413. Every cancellation
   is reported.
+- **A connection's circuit opens or closes.** After `circuit.failures` consecutive retryable
+  failures across a connection's records (network errors, timeouts, 5xx, 408, 425, 429) its
+  circuit opens: no record is attempted except one probe at a time, and no record's attempt
+  budget is used, so nothing is cancelled because of the outage. When a probe succeeds the
+  circuit closes and the records that waited are released at a rising rate.
 
 Emails go to the connection's `notify` addresses. A connection without `notify` gets none, and
 repeaterd warns about it at every start: every connection should have at least one address, so
@@ -774,8 +825,14 @@ first event is emailed at once and starts the window; everything that happens on
 connection during the window is collected and sent as **one** email when the window ends:
 
 - one event: the same detailed email as the first;
-- several: a **summary** with how many records failed and how many were cancelled, up to 20
-  records (record id, form or case id, latest error), and "and N more" for the rest.
+- several: a **summary**: circuit changes first, one line each; then how many records failed
+  and how many were cancelled, up to 20 records (record id, form or case id, latest error), and
+  "and N more" for the rest.
+
+Circuit emails are sent at once, not held by the throttle: a circuit opens once per outage, and
+whoever looks after the connection needs to know at once that it is down or back. Such an email
+also carries everything else the connection has waiting (summarised as above) and starts a new
+window, like any email.
 
 Each connection has its own window: a flood on one connection never holds back another
 connection's email.
@@ -789,6 +846,15 @@ record id, the attempt number and when it will be retried (ISO 8601, UTC) or tha
 cancelled. It ends with how to stop these emails. Emails are plain text (UTF-8) with the
 usual headers (`Date`, `Message-ID`, `From`, `To`, `Subject`, `MIME-Version`, `Content-Type`)
 and `Auto-Submitted: auto-generated`, so that vacation auto-replies stay quiet.
+
+A circuit email names the connection and its URL. When the circuit opens
+(`[repeaterd] <connection>: circuit opened — <url> is failing`): how many failures in a row
+opened it, the last error as the receiver gave it, when the first probe goes out (ISO 8601,
+UTC), how many records wait, and that meanwhile nothing is attempted but one probe at a time
+and no record's attempt budget is used. When it closes
+(`[repeaterd] <connection>: circuit closed — <url> is answering again`): how long the outage
+lasted (e.g. "12 min 5 s"), how many records wait, and that they are being released at a
+rising rate.
 
 ## Configuration
 
@@ -817,7 +883,7 @@ connections:
 | `smtp.tls.verify`, `smtp.tls.ca_file` | certificate checking (on by default) and extra CA certificates |
 | `smtp.throttle` | the per-connection window (default `15m`) |
 | `smtp.retry` | how an email is retried while the server is unreachable or refuses it (default `initial: 10s, multiplier: 2, max_delay: 10m`) |
-| `connections[].notify` | who is told about that connection's failures and cancellations |
+| `connections[].notify` | who is told about that connection's failures, cancellations and circuit changes |
 
 ## Delivery
 
@@ -826,9 +892,9 @@ crash or restart loses none. A separate worker sends it; while the SMTP server i
 refuses it for now (a 4xx answer), it is retried with the `smtp.retry` backoff. Forwarding
 never waits for email. Every outcome is in the event log:
 
-- `notify.sent`: `connection`, `recipients`, `events` (how many failures and cancellations
-  the email reported), `email_id` (the email's id in the queue) and `attempt` (which try
-  delivered it);
+- `notify.sent`: `connection`, `recipients`, `events` (how many failures, cancellations and
+  circuit changes the email reported), `email_id` (the email's id in the queue) and `attempt`
+  (which try delivered it);
 - `notify.failed`: the same fields, `error` (why the email could not be delivered) and
   `next_try_at` (when it is tried again).
 

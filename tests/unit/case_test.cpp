@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
@@ -1222,6 +1223,92 @@ TEST(CaseStorage, RoundTripsEveryField) {
   seed->xform_ids = seed_case().xform_ids;
   EXPECT_EQ(render_case_json(*seed), render_case_json(seed_case()));
   EXPECT_EQ(render_case_xml(*seed), render_case_xml(seed_case()));
+}
+
+// case_to_storage_json() writes its text directly; these are the bytes nlohmann wrote for it
+// before, which stored rows hold.
+std::string nlohmann_storage_json(const CaseState& c) {
+  nlohmann::json indices = nlohmann::json::object();
+  for (const auto& [identifier, i] : c.indices) {
+    indices[identifier] = {{"case_type", i.case_type}, {"case_id", i.case_id}, {"relationship", i.relationship}};
+  }
+  nlohmann::json attachments = nlohmann::json::object();
+  for (const auto& [name, a] : c.attachments) attachments[name] = {{"src", a.src}, {"from", a.from}, {"name", a.name}};
+  nlohmann::json j = {
+      {"case_id", c.case_id}, {"domain", c.domain}, {"case_type", c.case_type}, {"case_name", c.case_name},
+      {"owner_id", c.owner_id}, {"user_id", c.user_id}, {"external_id", c.external_id},
+      {"properties", c.properties}, {"indices", std::move(indices)}, {"attachments", std::move(attachments)},
+      {"closed", c.closed}, {"date_closed", c.date_closed ? nlohmann::json(*c.date_closed) : nlohmann::json(nullptr)},
+      {"date_opened", c.date_opened}, {"date_modified", c.date_modified},
+      {"server_opened_on", c.server_opened_on}, {"server_modified_on", c.server_modified_on},
+  };
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+TEST(CaseStorage, SameBytesAsNlohmann) {
+  CaseState c = seed_case();
+  EXPECT_EQ(case_to_storage_json(c), nlohmann_storage_json(c));
+  c.properties["quote \" and \\ backslash"] = "line\nbreak\ttab \x01 caf\xc3\xa9";
+  c.properties["bad utf-8"] = "\xff\xfe";
+  c.properties["empty"] = "";
+  c.properties["a"] = "first";
+  c.indices["parent"] = {"mother", "m1", "child"};
+  c.indices["host \"x\""] = {"ht", "h1", "extension"};
+  c.attachments["photo"] = {"p.jpg", "local", "Photo \u00e9"};
+  c.attachments["empty"] = {"", "remote", ""};
+  c.closed = true;
+  c.date_closed = "2020-03-01T00:00:00.000000Z";
+  c.server_opened_on = -5;
+  c.server_modified_on = std::numeric_limits<Micros>::max();
+  EXPECT_EQ(case_to_storage_json(c), nlohmann_storage_json(c));
+  EXPECT_EQ(case_to_storage_json(CaseState{}), nlohmann_storage_json(CaseState{}));
+}
+
+// blocks_to_storage_json() writes its text directly; these are the bytes nlohmann wrote before.
+std::string nlohmann_blocks_json(const std::vector<CaseBlock>& blocks) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& b : blocks) {
+    nlohmann::json e = {{"case_id", b.case_id}};
+    if (!b.user_id.empty()) e["user_id"] = b.user_id;
+    if (!b.date_modified.empty()) e["date_modified"] = b.date_modified;
+    if (b.v1) e["v1"] = true;
+    if (b.has_create) e["create"] = true;
+    if (b.create_case_type) e["case_type"] = *b.create_case_type;
+    if (b.create_case_name) e["case_name"] = *b.create_case_name;
+    if (b.create_owner_id) e["owner_id"] = *b.create_owner_id;
+    if (b.create_external_id) e["external_id"] = *b.create_external_id;
+    if (!b.update.empty()) e["update"] = b.update;
+    if (b.has_close) e["close"] = true;
+    for (const auto& [identifier, i] : b.index) e["index"].push_back({identifier, i.case_type, i.case_id, i.relationship});
+    for (const auto& [name, a] : b.attachment) e["attachment"].push_back({name, a.src, a.from, a.name});
+    out.push_back(std::move(e));
+  }
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+TEST(CaseStorage, BlocksSameBytesAsNlohmann) {
+  const CaseBlock full{.case_id = "c \"1\"",
+                       .user_id = "u\xc3\xa9",
+                       .date_modified = "2020-01-01T00:00:00Z",
+                       .v1 = true,
+                       .has_create = true,
+                       .create_case_type = "t",
+                       .create_case_name = "",
+                       .create_owner_id = "o",
+                       .create_external_id = "x\ny",
+                       .update = {{"a", "1"}, {"a", "2"}, {"bad", "\xff"}},
+                       .has_close = true,
+                       .index = {{"parent", {"mother", "m1", "child"}}, {"host", {"ht", "", "extension"}}},
+                       .attachment = {{"photo", {"p.jpg", "local", "Photo"}}, {"gone", {"", "", ""}}},
+                       .where = ""};
+  CaseBlock bare;
+  bare.case_id = "c2";
+  for (const auto& blocks : std::vector<std::vector<CaseBlock>>{{}, {bare}, {full}, {full, bare, full}}) {
+    EXPECT_EQ(blocks_to_storage_json(blocks), nlohmann_blocks_json(blocks));
+  }
+  auto seed = blocks_of(kSeedForm);
+  ASSERT_TRUE(seed.ok());
+  EXPECT_EQ(blocks_to_storage_json(*seed), nlohmann_blocks_json(*seed));
 }
 
 TEST(CaseStorage, CorruptRowsAreErrors) {

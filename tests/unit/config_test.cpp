@@ -168,7 +168,10 @@ TEST(ConfigDefaults, AppliedWhenKeysAreOmitted) {
   EXPECT_EQ(conn.tls.ca_file, "");
   EXPECT_EQ(conn.connect_timeout, seconds(10));
   EXPECT_EQ(conn.timeout, seconds(60));
-  EXPECT_EQ(conn.max_in_flight, 4u);
+  EXPECT_EQ(conn.max_in_flight, 64u);
+  EXPECT_EQ(conn.circuit.failures, 5u);
+  EXPECT_EQ(conn.circuit.cooldown, seconds(5));
+  EXPECT_EQ(conn.circuit.max_cooldown, std::chrono::minutes(5));
   ASSERT_EQ(c.repeaters.size(), 1u);
   const Repeater& rep = c.repeaters[0];
   EXPECT_EQ(rep.name, "forms");
@@ -479,7 +482,7 @@ repeaters:
     connection: openfn
     priority: 1
     labels: {}
-    ordered: true
+    fifo: true
     retry: {backoff: 2}
 )");
   EXPECT_FALSE(r.config);
@@ -496,7 +499,7 @@ repeaters:
   EXPECT_TRUE(has_error(r, 16, 11, "connections[0].tls: unknown key \"client_cert\""));
   EXPECT_TRUE(has_error(r, 20, 5, "repeaters[0]: unknown key \"priority\""));
   EXPECT_TRUE(has_error(r, 21, 5, "repeaters[0]: unknown key \"labels\""));
-  EXPECT_TRUE(has_error(r, 22, 5, "repeaters[0]: unknown key \"ordered\""));
+  EXPECT_TRUE(has_error(r, 22, 5, "repeaters[0]: unknown key \"fifo\""));
   EXPECT_TRUE(has_error(r, 23, 13,
                         "repeaters[0].retry: unknown key \"backoff\" (allowed keys: "
                         "initial, multiplier, max_delay, max_attempts, "
@@ -783,6 +786,37 @@ TEST(ConfigValues, Retry) {
   ASSERT_TRUE(ok.config) << dump(ok);
   EXPECT_DOUBLE_EQ(ok.config->repeaters[0].retry.multiplier, 1.0);
   EXPECT_DOUBLE_EQ(ok.config->repeaters[0].retry.jitter, 0.99);
+}
+
+TEST(ConfigValues, Circuit) {
+  const std::string base = kTokens + "connections:\n  - name: c\n    url: https://c.org/\n";
+  const LoadResult ok = load(base + "    circuit: {failures: 0, cooldown: 1s, max_cooldown: 1s}\n");
+  ASSERT_TRUE(ok.config) << dump(ok);
+  EXPECT_EQ(ok.config->connections[0].circuit.failures, 0u);
+  EXPECT_EQ(ok.config->connections[0].circuit.cooldown, std::chrono::seconds(1));
+  EXPECT_TRUE(only_error(load(base + "    circuit: {cooldown: 10m}\n"), 7, 25,
+                         "connections[0].circuit.cooldown: max_cooldown (5m, the default) is shorter than "
+                         "cooldown (10m)"));
+  EXPECT_TRUE(only_error(load(base + "    circuit: {max_cooldown: 1s}\n"), 7, 29,
+                         "max_cooldown (1s) is shorter than cooldown (5s, the default)"));
+  EXPECT_TRUE(only_error(load(base + "    circuit: {failures: -1}\n"), 7, 25, "circuit.failures: expected a whole number"));
+  EXPECT_TRUE(only_error(load(base + "    circuit: {probes: 1}\n"), 7, 15, "circuit: unknown key \"probes\""));
+}
+
+TEST(ConfigValues, OrderedDefaultsToTrueForCaseRepeaters) {
+  const LoadResult r = load(kTokens + R"(connections:
+  - name: c
+    url: https://c.org/
+repeaters:
+  - {name: cases, connection: c, type: case}
+  - {name: forms, connection: c, type: form}
+  - {name: unordered-cases, connection: c, type: case, ordered: false}
+  - {name: ordered-forms, connection: c, type: form, ordered: true}
+)");
+  ASSERT_TRUE(r.config) << dump(r);
+  std::vector<bool> ordered;
+  for (const auto& rep : r.config->repeaters) ordered.push_back(rep.ordered);
+  EXPECT_EQ(ordered, (std::vector<bool>{true, false, false, true}));
 }
 
 TEST(ConfigValues, MaxDelayShorterThanInitial) {

@@ -122,7 +122,9 @@ const char* const kStatus = R"({"version": "0.1.0", "started_at": "2026-12-03T07
                 "paused": true, "paused_in_config": false, "paused_by_operator": true,
                 "counts": {"pending": 7, "failed": 0, "succeeded": 0, "cancelled": 1},
                 "oldest_due_age_seconds": 3725.2, "in_flight": 0, "last_success": null, "last_error": null}],
- "connections": []})";
+ "connections": [{"name": "openfn", "circuit": {"state": "closed", "opened_at": null, "next_probe_at": null}},
+                 {"name": "legacy", "circuit": {"state": "open", "opened_at": "2026-12-03T06:59:00.000000Z",
+                                                "next_probe_at": "2026-12-03T07:00:20.000000Z"}}]})";
 
 TEST(CtlFormat, Status) {
   EXPECT_EQ(format_status(Json::parse(kStatus)),
@@ -134,7 +136,9 @@ TEST(CtlFormat, Status) {
             "\n"
             "last errors since start:\n"
             "  forms-to-openfn at 2026-12-03T07:00:05.000000Z (record 0193a): HTTP 503 Service Unavailable: "
-            "\\x1B[2Jbusy\n");
+            "\\x1B[2Jbusy\n"
+            "\n"
+            "circuit open: legacy since 2026-12-03T06:59:00.000000Z, next probe at 2026-12-03T07:00:20.000000Z\n");
   EXPECT_EQ(format_status(Json::parse(R"({"version": "0.1.0", "repeaters": []})")),
             "repeaterd 0.1.0\n\nno repeaters\n");
 }

@@ -1,4 +1,5 @@
-#include "notify/email.hpp"
+#include "notify/compose.hpp"
+#include "notify/smtp.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -18,11 +19,15 @@
 #include <thread>
 
 #include "common/encoding.hpp"
+#include "notify/mail_text.hpp"
+#include "temp_dir.hpp"
 
 extern char** environ;
 
 namespace repeaterd::notify {
 namespace {
+
+using store::Notification;
 
 constexpr Micros kSecond = 1'000'000;
 // Mon, 23 Nov 2026 15:41:58 UTC
@@ -61,18 +66,21 @@ std::string decode_quoted_printable(std::string_view s) {
   return lf;
 }
 
-// RFC 2047: adjacent encoded-words are joined without the white space between them.
+// RFC 2047: adjacent encoded-words are joined without the white space between them (but a
+// space encoded inside a word stays).
 std::string decode_encoded_words(std::string_view s) {
   std::string out;
   bool previous_encoded = false;
+  std::size_t decoded_end = 0;  // where the last encoded-word's text ends in `out`
   std::size_t i = 0;
   while (i < s.size()) {
     if (s.substr(i, 10) == "=?UTF-8?B?") {
       const std::size_t end = s.find("?=", i + 10);
       auto bytes = base64_decode(s.substr(i + 10, end - i - 10));
       EXPECT_TRUE(bytes.has_value());
-      while (previous_encoded && !out.empty() && out.back() == ' ') out.pop_back();
+      if (previous_encoded) out.resize(decoded_end);
       out += bytes.value_or("");
+      decoded_end = out.size();
       i = end + 2;
       previous_encoded = true;
     } else {
@@ -137,28 +145,15 @@ void expect_wire_format(const std::string& msg) {
 }
 
 // White space collapsed, so phrases can be found across the body's word wrapping.
-std::string squeeze(std::string_view s) {
-  std::string out;
-  bool space = false;
-  for (char c : s) {
-    if (c == ' ' || c == '\n' || c == '\t') {
-      space = !out.empty();
-      continue;
-    }
-    if (space) out += ' ';
-    space = false;
-    out += c;
-  }
-  return out;
-}
+std::string squeeze(std::string_view s) { return squeeze_spaces(s); }
 
 #define EXPECT_CONTAINS(haystack, needle) \
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing: " << (needle) << "\nin:\n" << (haystack)
 
-Event failure(int n = 1) {
-  Event e;
+Notification failure(int n = 1) {
+  Notification e;
   e.id = n;
-  e.kind = Event::Kind::failed;
+  e.kind = Notification::Kind::failed;
   e.at = kNow - 60 * kSecond;
   e.record_id = "0190c5a2-0000-7000-8000-" + std::to_string(100000000000 + n);
   e.repeater = "forms-to-openfn";
@@ -172,9 +167,9 @@ Event failure(int n = 1) {
   return e;
 }
 
-Event cancellation(int n = 1) {
-  Event e = failure(n);
-  e.kind = Event::Kind::cancelled;
+Notification cancellation(int n = 1) {
+  Notification e = failure(n);
+  e.kind = Notification::Kind::cancelled;
   e.attempt = 8;
   e.http_status = 413;
   e.error = "HTTP 413 Payload Too Large: body exceeds 1 MiB";
@@ -182,7 +177,7 @@ Event cancellation(int n = 1) {
   return e;
 }
 
-Message message(std::vector<Event> events) {
+Message message(std::vector<Notification> events) {
   Message m;
   m.from = "repeaterd@example.org";
   m.to = {"data-team@example.org", "alice@example.org"};
@@ -217,6 +212,18 @@ void expect_stop_section(const std::string& body) {
   EXPECT_CONTAINS(b, "at most one email per connection in each smtp.throttle window");
 }
 
+// compose(), checked for what every email must be on the wire and in its headers, read back as
+// a mail client would.
+Parsed compose_checked(const Message& m) {
+  const std::string msg = compose(m);
+  expect_wire_format(msg);
+  Parsed p = parse(msg);
+  expect_standard_headers(p);
+  return p;
+}
+
+std::string subject(const Parsed& p) { return decode_encoded_words(p.headers.at("Subject")); }
+
 TEST(EmailCompose, SingleFailureNamesEverythingTheRecipientNeeds) {
   const std::string msg = compose(message({failure()}));
   expect_wire_format(msg);
@@ -240,7 +247,7 @@ TEST(EmailCompose, SingleFailureNamesEverythingTheRecipientNeeds) {
 }
 
 TEST(EmailCompose, SingleCancellationSaysItWillNotBeRetried) {
-  Event e = cancellation();
+  Notification e = cancellation();
   e.payload_type = "case";
   e.payload_id = "c4se-9";
   const std::string msg = compose(message({e}));
@@ -262,7 +269,7 @@ TEST(EmailCompose, SingleCancellationSaysItWillNotBeRetried) {
 }
 
 TEST(EmailCompose, NetworkErrorIsQuotedLineByLine) {
-  Event e = failure();
+  Notification e = failure();
   e.http_status.reset();
   e.error = "TLS handshake failed:\r\ncertificate verify failed (self-signed certificate)";
   const Parsed p = parse(compose(message({e})));
@@ -271,7 +278,7 @@ TEST(EmailCompose, NetworkErrorIsQuotedLineByLine) {
 }
 
 TEST(EmailCompose, SummaryOf25EventsCountsListsTwentyAndSaysHowManyMore) {
-  std::vector<Event> events;
+  std::vector<Notification> events;
   for (int i = 1; i <= 25; ++i) events.push_back(i % 5 == 0 ? cancellation(i) : failure(i));
   // A long error is shortened to one line in the list.
   events[0].error = "HTTP 502 Bad Gateway:\n" + std::string(2000, 'x');
@@ -318,7 +325,7 @@ TEST(EmailCompose, TwoEventsOfOneRecordAreOneRecord) {
 }
 
 TEST(EmailCompose, NonAsciiErrorSurvivesAndNonAsciiSubjectIsEncoded) {
-  Event e = failure();
+  Notification e = failure();
   e.domain = "santé-publique-côte-d’ivoire-région-des-lacs-et-des-montagnes";
   e.error = "HTTP 500 Erreur interne: la base de données est indisponible — réessayez 🙂";
   const std::string msg = compose(message({e}));
@@ -336,14 +343,14 @@ TEST(EmailCompose, NonAsciiErrorSurvivesAndNonAsciiSubjectIsEncoded) {
 }
 
 TEST(EmailCompose, InvalidUtf8AndControlBytesAreReplaced) {
-  Event e = failure();
+  Notification e = failure();
   e.error = std::string("caf\xE9 \x1B[31mred\x00!", 15);
   const Parsed p = parse(compose(message({e})));
   EXPECT_CONTAINS(p.body, "    caf\xEF\xBF\xBD \xEF\xBF\xBD[31mred\xEF\xBF\xBD!\n");
 }
 
 TEST(EmailCompose, LongLinesBareLineFeedsAndDotsAreSafeOnTheWire) {
-  Event e = failure();
+  Notification e = failure();
   const std::string long_line(5000, 'y');
   e.error = "first\n.\nFrom the server\r" + long_line + " \nlast  ";
   const std::string msg = compose(message({e}));
@@ -383,6 +390,159 @@ TEST(EmailCompose, LongRecipientListIsFoldedAndMessageIdsAreUnique) {
   EXPECT_EQ(p.headers.at("To").substr(0, 52), "person-0@example.org, person-1@example.org, person-2");
   EXPECT_CONTAINS(p.headers.at("To"), "person-11@example.org");
   EXPECT_NE(p.headers.at("Message-ID"), parse(b).headers.at("Message-ID"));
+}
+
+// -- circuit changes
+
+Notification circuit_opened(int id = 30) {
+  Notification e;
+  e.id = id;
+  e.kind = Notification::Kind::circuit_opened;
+  e.at = kNow - 30 * kSecond;
+  e.attempt = 5;  // consecutive failures
+  e.http_status = 503;
+  e.error = "HTTP 503 Service Unavailable: upstream connect error";
+  e.next_attempt_at = kNow - 25 * kSecond;
+  e.backlog = 1234;
+  return e;
+}
+
+Notification circuit_closed(int id = 31) {
+  Notification e;
+  e.id = id;
+  e.kind = Notification::Kind::circuit_closed;
+  e.at = kNow - 5 * kSecond;
+  e.outage_ms = 12 * 60'000 + 5'300;
+  e.backlog = 1;
+  return e;
+}
+
+// What an email whose newest circuit change is circuit_closed() starts with.
+const std::string kClosedSubject =
+    "[repeaterd] openfn: circuit closed — https://app.openfn.org/i/abc123 is answering again";
+const std::string kClosedOpening =
+    "The circuit for openfn closed: https://app.openfn.org/i/abc123 is\n"
+    "answering again.\n"
+    "\n";
+
+// circuit_opened() as a summary lists it.
+const std::string kOpenedLine =
+    "- Circuit opened at 2026-11-23T15:41:28.000000Z after 5 consecutive failures; first probe "
+    "2026-11-23T15:41:33.000000Z; 1234 records waiting. Last error: HTTP 503 Service Unavailable: "
+    "upstream connect error\n";
+
+TEST(EmailCompose, CircuitOpenedSaysWhatFailsAndThatRecordsWaitWithoutUsingTheirBudget) {
+  const Parsed p = compose_checked(message({circuit_opened()}));
+  EXPECT_EQ(subject(p),
+            "[repeaterd] openfn: circuit opened — https://app.openfn.org/i/abc123 is failing");
+  EXPECT_CONTAINS(p.body,
+                  "Connection:     openfn\n"
+                  "URL:            https://app.openfn.org/i/abc123\n"
+                  "Failures:       5 in a row\n"
+                  "Opened at:      2026-11-23T15:41:28.000000Z\n"
+                  "First probe:    2026-11-23T15:41:33.000000Z\n"
+                  "Backlog:        1234 records waiting\n"
+                  "HTTP status:    503\n"
+                  "\n"
+                  "The last error, as reported:\n"
+                  "\n"
+                  "    HTTP 503 Service Unavailable: upstream connect error\n");
+  const std::string b = squeeze(p.body);
+  EXPECT_CONTAINS(b, "The circuit for openfn opened after 5 consecutive failures: https://app.openfn.org/i/abc123 "
+                     "is failing, so repeaterd holds the connection's records back until it answers again.");
+  EXPECT_CONTAINS(b, "no record is attempted except one probe at a time, and no record's attempt budget is used: "
+                     "nothing is cancelled because of the outage.");
+  // No record to name: a circuit is the connection's.
+  EXPECT_EQ(b.find("Record id"), std::string::npos);
+  EXPECT_EQ(b.find("Project space"), std::string::npos);
+  expect_stop_section(p.body);
+  EXPECT_CONTAINS(squeeze(p.body), "(a circuit opening or closing is emailed at once)");
+}
+
+TEST(EmailCompose, CircuitClosedSaysHowLongTheOutageLastedAndThatTheBacklogIsReleased) {
+  const Parsed p = compose_checked(message({circuit_closed()}));
+  EXPECT_EQ(subject(p), kClosedSubject);
+  EXPECT_CONTAINS(p.body,
+                  kClosedOpening +
+                  "Connection:     openfn\n"
+                  "URL:            https://app.openfn.org/i/abc123\n"
+                  "Closed at:      2026-11-23T15:41:53.000000Z\n"
+                  "Outage:         12 min 5 s\n"
+                  "Backlog:        1 record waiting\n"
+                  "\n");
+  EXPECT_CONTAINS(squeeze(p.body), "being released at a rising rate");
+  EXPECT_EQ(p.body.find("The last error"), std::string::npos);
+  expect_stop_section(p.body);
+}
+
+TEST(EmailCompose, SummaryListsCircuitChangesFirstOneLineEach) {
+  const Parsed p = compose_checked(message({failure(1), cancellation(2), circuit_opened()}));
+  EXPECT_EQ(subject(p),
+            "[repeaterd] openfn: circuit opened — https://app.openfn.org/i/abc123 is failing; 1 failed, 1 cancelled");
+  EXPECT_CONTAINS(p.body,
+                  "The circuit for openfn is open: https://app.openfn.org/i/abc123 is\n"
+                  "failing.\n"
+                  "\n"
+                  "repeaterd had trouble forwarding records to openfn: 1 failed (will be\n"
+                  "retried), 1 cancelled (will not be retried).\n"
+                  "\n"
+                  "Project space: demo\n"
+                  "URL:           https://app.openfn.org/i/abc123\n"
+                  "\n"
+                  "Circuit:\n"
+                  "\n"
+                  + kOpenedLine +
+                  "\n");
+  EXPECT_CONTAINS(squeeze(p.body), "no record's attempt budget is used");
+  const std::size_t circuit = p.body.find("Circuit:\n");
+  const std::size_t records = p.body.find("Records:\n");
+  ASSERT_NE(records, std::string::npos);
+  EXPECT_LT(circuit, records);
+  EXPECT_CONTAINS(p.body, "1. Record 0190c5a2-0000-7000-8000-100000000002: form f0rm-2");
+  EXPECT_CONTAINS(p.body, "2. Record 0190c5a2-0000-7000-8000-100000000001: form f0rm-1");
+  EXPECT_CONTAINS(squeeze(p.body), "sent again once the cause is fixed");
+  expect_stop_section(p.body);
+}
+
+TEST(EmailCompose, SummaryOfCircuitChangesAloneListsEachAndTellsTheStateNow) {
+  const Parsed p = compose_checked(message({circuit_opened(30), circuit_closed(31)}));
+  EXPECT_EQ(subject(p), kClosedSubject);
+  EXPECT_CONTAINS(p.body,
+                  kClosedOpening +
+                  "URL:           https://app.openfn.org/i/abc123\n"
+                  "\n"
+                  "Circuit:\n"
+                  "\n"
+                  + kOpenedLine +
+                  "- Circuit closed at 2026-11-23T15:41:53.000000Z after an outage of 12 min 5 s; 1 record "
+                  "waiting, being released at a rising rate.\n"
+                  "\n");
+  EXPECT_EQ(p.body.find("Records:"), std::string::npos);
+  EXPECT_EQ(p.body.find("had trouble forwarding"), std::string::npos);
+  EXPECT_EQ(p.body.find("Cancelled records are not retried"), std::string::npos);
+  expect_stop_section(p.body);
+}
+
+TEST(EmailCompose, CircuitEmailsKeepUrlCredentialsOut) {
+  Message m = message({circuit_opened()});
+  m.url = "https://user:hunter2@app.openfn.org/i/abc123";
+  const std::string opened = compose(m);
+  EXPECT_EQ(subject(parse(opened)).find("hunter2"), std::string::npos);
+  EXPECT_EQ(opened.find("hunter2"), std::string::npos);
+  m.events = {failure(1), circuit_closed()};
+  const std::string summary = compose(m);
+  EXPECT_EQ(subject(parse(summary)).find("hunter2"), std::string::npos);
+  EXPECT_EQ(summary.find("hunter2"), std::string::npos);
+}
+
+TEST(EmailCompose, HumanDurationSaysAnOutageAsAReaderWould) {
+  EXPECT_EQ(human_duration(0), "0 ms");
+  EXPECT_EQ(human_duration(850), "850 ms");
+  EXPECT_EQ(human_duration(1'000), "1 s");
+  EXPECT_EQ(human_duration(725'300), "12 min 5 s");
+  EXPECT_EQ(human_duration(7'200'000), "2 h");
+  EXPECT_EQ(human_duration(3'600'000 + 60'000), "1 h 1 min");
+  EXPECT_EQ(human_duration(86'400'000 + 3 * 3'600'000 + 20 * 60'000 + 999), "1 d 3 h 20 min");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,24 +613,7 @@ std::string read_file(const std::filesystem::path& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "email_test.XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 // One aiosmtpd process on 127.0.0.1 with an ephemeral port; killed when the test ends.
 class SmtpServer {
@@ -540,7 +683,7 @@ class EmailSendMail : public ::testing::Test {
     s.timeout = std::chrono::seconds(4);
     return s;
   }
-  TempDir dir_;
+  TempDir dir_{"email_test"};
 };
 
 #define START_SERVER(var, mode)                                  \

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include <pugixml.hpp>
 
 namespace repeaterd::ingest {
@@ -51,6 +53,43 @@ TEST(OpenRosa, ErrorHasNoFormElements) {
   EXPECT_STREQ(root.child("message").attribute("nature").value(), "submit_error");
   EXPECT_STREQ(root.child("message").child_value(), "bad <xml>");
   EXPECT_FALSE(root.child("form_id"));
+}
+
+// openrosa_response() writes its text directly; pugixml wrote it before, and the bytes must not
+// change under OpenRosa clients.
+std::string pugixml_openrosa_response(bool success, const std::string& message, const std::string& form_id = {},
+                                      int records_created = -1) {
+  pugi::xml_document doc;
+  auto decl = doc.append_child(pugi::node_declaration);
+  decl.append_attribute("version") = "1.0";
+  decl.append_attribute("encoding") = "UTF-8";
+  auto root = doc.append_child("OpenRosaResponse");
+  root.append_attribute("xmlns") = "http://openrosa.org/http/response";
+  auto msg = root.append_child("message");
+  msg.append_attribute("nature") = success ? "submit_success" : "submit_error";
+  msg.text() = message.c_str();
+  if (!form_id.empty()) root.append_child("form_id").text() = form_id.c_str();
+  if (records_created >= 0) root.append_child("records_created").text() = records_created;
+  std::ostringstream out;
+  doc.save(out, "  ", pugi::format_default, pugi::encoding_utf8);
+  return out.str();
+}
+
+TEST(OpenRosa, SameBytesAsPugixml) {
+  std::string every_byte;
+  for (int c = 1; c < 256; ++c) every_byte += static_cast<char>(c);
+  const std::vector<std::string> texts = {"",
+                                          "Thanks! Form abc received; 1 repeat record(s) queued.",
+                                          "a & b < c > d \" e ' f",
+                                          "tab\tnewline\ncr\r bell\x07 esc\x1b",
+                                          "caf\xc3\xa9 \xe2\x9c\x93",
+                                          std::string("before\0after", 12),
+                                          every_byte};
+  for (const auto& t : texts) {
+    EXPECT_EQ(openrosa_response(true, t, t, 3), pugixml_openrosa_response(true, t, t, 3)) << t;
+    EXPECT_EQ(openrosa_response(false, t), pugixml_openrosa_response(false, t)) << t;
+    EXPECT_EQ(openrosa_response(true, t, "f-1", 0), pugixml_openrosa_response(true, t, "f-1", 0)) << t;
+  }
 }
 
 TEST(EndpointName, FollowsTheRouter) {

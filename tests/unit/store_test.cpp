@@ -3,12 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <future>
 #include <latch>
 
 #include "common/ids.hpp"
+#include "store/records.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
 
@@ -305,6 +307,221 @@ TEST_F(StoreTest, CaseFormsAndTheCasesOfAForm) {
   });
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(*ids, (std::vector<std::string>{"f2", "f0"}));  // by server_date
+}
+
+// The outbox holds circuit changes beside record notifications; the notifier reads both back
+// with every field, and its throttle sees which kinds wait.
+TEST_F(StoreTest, CircuitNotificationsAreQueuedAndReadBackBesideRecordNotifications) {
+  auto s = open();
+  // A record's first failure, notified as the scheduler has finish() do it.
+  auto record_id = run<std::string>(*s, [](Db& db) {
+    Store::ingest(db, form("f"), records({"a"}), 1);
+    const ClaimedRecord r = Store::claim(db, {"a"}, 1, 10).records.at(0);
+    AttemptOutcome failure;
+    failure.attempt_row = r.attempt_row;
+    failure.record_id = r.id;
+    failure.new_state = RecordState::failed;
+    failure.connection = "crm";
+    failure.notify = Notification{};
+    failure.notify->record_id = r.id;
+    return Store::finish(db, failure, 20).notified ? r.id : std::string("not notified");
+  });
+  ASSERT_TRUE(record_id.ok());
+
+  Notification opened;
+  opened.kind = Notification::Kind::circuit_opened;
+  opened.attempt = 5;
+  opened.http_status = 503;
+  opened.error = "HTTP 503 Service Unavailable";
+  opened.next_attempt_at = 700;
+  opened.backlog = 12;
+  Notification closed;
+  closed.kind = Notification::Kind::circuit_closed;
+  closed.outage_ms = 60'000;
+  closed.backlog = 11;
+  ASSERT_TRUE((run<bool>(*s, [opened, closed](Db& db) {
+                Store::queue_circuit_notification(db, "crm", opened, 30);
+                Store::queue_circuit_notification(db, "crm", closed, 40);
+                return true;
+              })).ok());
+
+  auto events = run<std::vector<Notification>>(*s, [](Db& db) { return Store::notifications_of(db, "crm"); });
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 3u);
+  const Notification& failed = (*events)[0];
+  EXPECT_EQ(failed.kind, Notification::Kind::failed);
+  EXPECT_EQ(failed.record_id, *record_id);
+  EXPECT_EQ(failed.at, 20);
+  EXPECT_FALSE(failed.backlog);
+  const Notification& o2 = (*events)[1];
+  EXPECT_EQ(o2.kind, Notification::Kind::circuit_opened);
+  EXPECT_EQ(o2.at, 30);
+  EXPECT_EQ(o2.record_id, "");
+  EXPECT_EQ(o2.domain, "");
+  EXPECT_EQ(o2.attempt, 5);
+  EXPECT_EQ(o2.http_status, 503);
+  EXPECT_EQ(o2.error, "HTTP 503 Service Unavailable");
+  EXPECT_EQ(o2.next_attempt_at, 700);
+  EXPECT_EQ(o2.backlog, 12);
+  EXPECT_FALSE(o2.outage_ms);
+  const Notification& c2 = (*events)[2];
+  EXPECT_EQ(c2.kind, Notification::Kind::circuit_closed);
+  EXPECT_EQ(c2.at, 40);
+  EXPECT_EQ(c2.attempt, 0);
+  EXPECT_FALSE(c2.http_status);
+  EXPECT_FALSE(c2.next_attempt_at);
+  EXPECT_EQ(c2.backlog, 11);
+  EXPECT_EQ(c2.outage_ms, 60'000);
+
+  auto unsent = run<std::vector<UnsentNotifications>>(*s, [](Db& db) { return Store::unsent_notifications(db); });
+  ASSERT_TRUE(unsent.ok());
+  ASSERT_EQ(unsent->size(), 1u);
+  const UnsentNotifications& u = unsent->front();
+  EXPECT_EQ(u.connection, "crm");
+  EXPECT_EQ(u.window_start, 0);
+  EXPECT_EQ(u.oldest_at, 20);
+  EXPECT_EQ(u.count, 3);
+  std::vector<Notification::Kind> kinds = u.kinds;
+  std::sort(kinds.begin(), kinds.end());
+  EXPECT_EQ(kinds, (std::vector<Notification::Kind>{Notification::Kind::failed, Notification::Kind::circuit_opened,
+                                                    Notification::Kind::circuit_closed}));
+
+  // An email carrying them starts the window; a later circuit change waits in the outbox again.
+  const std::int64_t last_id = events->back().id;
+  ASSERT_TRUE((run<std::int64_t>(*s, [last_id](Db& db) {
+                return Store::queue_email(db, "crm", {"ops@example.org"}, "msg", 3, last_id, 50);
+              })).ok());
+  ASSERT_TRUE((run<bool>(*s, [opened](Db& db) {
+                Store::queue_circuit_notification(db, "crm", opened, 60);
+                return true;
+              })).ok());
+  unsent = run<std::vector<UnsentNotifications>>(*s, [](Db& db) { return Store::unsent_notifications(db); });
+  ASSERT_EQ(unsent->size(), 1u);
+  EXPECT_EQ(unsent->front().window_start, 50);
+  EXPECT_EQ(unsent->front().count, 1);
+  EXPECT_EQ(unsent->front().kinds, (std::vector<Notification::Kind>{Notification::Kind::circuit_opened}));
+}
+
+
+// Ordered repeaters: a record waits while an earlier one of its case is open.
+class OrderedStoreTest : public StoreTest {
+ protected:
+  // One form touching `case_id`, with a record for the ordered case repeater "c" and one for
+  // the unordered form repeater "f".
+  std::string submit(Store& s, const std::string& form_id, const std::string& case_id, Micros now) {
+    NewRecord ordered;
+    ordered.id = uuid_v7(now_micros());
+    ordered.repeater = "c";
+    ordered.content_type = "text/xml";
+    ordered.case_id = case_id;
+    ordered.ordered = true;
+    NewRecord plain = ordered;
+    plain.id = uuid_v7(now_micros());
+    plain.repeater = "f";
+    plain.case_id.clear();
+    plain.ordered = false;
+    auto r = run<IngestResult>(s, [&](Db& db) { return Store::ingest(db, form(form_id, "<" + form_id + "/>"), {ordered, plain}, now); });
+    EXPECT_TRUE(r.ok());
+    return ordered.id;
+  }
+
+  static std::vector<std::string> claim_ids(Store& s, const std::string& repeater, Micros now) {
+    auto c = run<Claim>(s, [&](Db& db) { return Store::claim(db, {repeater}, 100, now); });
+    std::vector<std::string> ids;
+    for (const auto& r : c->records) ids.push_back(r.id);
+    return ids;
+  }
+
+  static void finish(Store& s, const std::string& id, RecordState state, Micros now) {
+    auto rows = run<std::int64_t>(s, [id](Db& db) {
+      auto& q = db.prepare("SELECT id FROM attempts WHERE record = ?1 AND outcome = 'in_flight'");
+      q.bind(1, id);
+      const std::int64_t row = q.step() ? q.int64(0) : 0;
+      q.reset();
+      return row;
+    });
+    AttemptOutcome o;
+    o.attempt_row = *rows;
+    o.record_id = id;
+    o.succeeded = state == RecordState::succeeded;
+    o.new_state = state;
+    if (state == RecordState::failed) o.next_attempt_at = now + 100;
+    ASSERT_TRUE((run<bool>(s, [o, now](Db& db) { return Store::finish(db, o, now).applied; })).ok());
+  }
+};
+
+TEST_F(OrderedStoreTest, ARecordWaitsForTheEarlierRecordsOfItsCase) {
+  auto s = open();
+  const std::string a1 = submit(*s, "form-1", "case-a", 10);
+  const std::string a2 = submit(*s, "form-2", "case-a", 11);
+  const std::string b1 = submit(*s, "form-3", "case-b", 12);
+  const std::string a3 = submit(*s, "form-4", "case-a", 13);
+  // The first of each case goes; other cases flow on; the unordered repeater is not held.
+  EXPECT_EQ(claim_ids(*s, "c", 20), (std::vector<std::string>{a1, b1}));
+  EXPECT_EQ(claim_ids(*s, "f", 20).size(), 4u);
+  // A failed record still holds its case back.
+  finish(*s, a1, RecordState::failed, 30);
+  EXPECT_TRUE(claim_ids(*s, "c", 40).empty());
+  // Its retry succeeds: the next of the case is released, and only that one.
+  ASSERT_EQ(claim_ids(*s, "c", 130), (std::vector<std::string>{a1}));
+  finish(*s, a1, RecordState::succeeded, 140);
+  EXPECT_EQ(claim_ids(*s, "c", 150), (std::vector<std::string>{a2}));
+  // A cancelled record releases the next too.
+  finish(*s, a2, RecordState::cancelled, 160);
+  EXPECT_EQ(claim_ids(*s, "c", 170), (std::vector<std::string>{a3}));
+}
+
+TEST_F(OrderedStoreTest, AnOperatorCancelReleasesTheNext) {
+  auto s = open();
+  const std::string a1 = submit(*s, "form-1", "case-a", 10);
+  const std::string a2 = submit(*s, "form-2", "case-a", 11);
+  ASSERT_TRUE((run<bool>(*s, [a1](Db& db) { return act(db, Action::cancel, a1, 20).ok(); })).ok());
+  EXPECT_EQ(claim_ids(*s, "c", 30), (std::vector<std::string>{a2}));
+}
+
+TEST_F(OrderedStoreTest, FormRepeatersAreOrderedByFormId) {
+  auto s = open();
+  NewRecord r;
+  r.repeater = "f";
+  r.content_type = "text/xml";
+  r.ordered = true;
+  r.id = uuid_v7(now_micros());
+  const std::string first = r.id;
+  ASSERT_TRUE((run<IngestResult>(*s, [&](Db& db) { return Store::ingest(db, form("form-1", "<v1/>"), {r}, 10); })).ok());
+  r.id = uuid_v7(now_micros());
+  const std::string edit = r.id;  // an edit of the same form: other bytes, same id
+  ASSERT_TRUE((run<IngestResult>(*s, [&](Db& db) { return Store::ingest(db, form("form-1", "<v2/>"), {r}, 11); })).ok());
+  EXPECT_EQ(claim_ids(*s, "f", 20), (std::vector<std::string>{first}));
+  finish(*s, first, RecordState::succeeded, 30);
+  EXPECT_EQ(claim_ids(*s, "f", 40), (std::vector<std::string>{edit}));
+}
+
+// The claim stays a range scan of the due index (waiting records are not in it), and the two
+// ordering lookups are range scans of records_order: the plans, as SQLite reports them.
+TEST_F(OrderedStoreTest, OrderingLookupsAreIndexRangeScans) {
+  auto s = open();
+  s.reset();
+  Db db(path_, Db::Mode::read_only);
+  auto plan_of = [&db](const char* sql) {
+    auto& plan = db.prepare(sql);
+    std::string details;
+    while (plan.step()) details += plan.text(3) + "\n";
+    plan.reset();
+    return details;
+  };
+  const std::string earlier = plan_of(
+      "EXPLAIN QUERY PLAN SELECT 1 FROM records INDEXED BY records_order WHERE repeater = ?1 AND order_key = ?2 "
+      "AND state IN ('pending', 'failed') LIMIT 1");
+  EXPECT_NE(earlier.find("SEARCH records USING INDEX records_order (repeater=? AND order_key=?)"),
+            std::string::npos) << earlier;
+  const std::string next = plan_of(
+      "EXPLAIN QUERY PLAN UPDATE records SET waiting = 0, next_attempt_at = ?3 WHERE id = (SELECT id FROM records "
+      "INDEXED BY records_order WHERE repeater = ?1 AND order_key = ?2 AND state IN ('pending', 'failed') ORDER BY "
+      "id LIMIT 1) AND waiting = 1");
+  EXPECT_NE(next.find("SEARCH records USING INDEX records_order (repeater=? AND order_key=?)"), std::string::npos) << next;
+  EXPECT_NE(next.find("SEARCH records USING INDEX sqlite_autoindex_records_1 (id=?)"), std::string::npos) << next;
+  EXPECT_EQ(next.find("TEMP B-TREE"), std::string::npos) << next;
+  EXPECT_EQ(next.find("SCAN"), std::string::npos) << next;
 }
 
 }  // namespace
