@@ -1,6 +1,8 @@
 -- wrk script: POSTs the seed XForm (BENCH_FORM) as text/xml, with a unique instanceID per
 -- request so repeaterd never sees a duplicate. BENCH_TOKEN, when set, becomes a bearer token.
--- BENCH_RUN keeps ids unique across runs.
+-- BENCH_RUN keeps ids unique across runs. BENCH_MAX_REQUESTS, when set, stops each of the
+-- BENCH_THREADS wrk threads after its share of that many answers (a bounded fill; requests
+-- already sent on other connections of the thread still complete, so a few more may arrive).
 
 local form_path = assert(os.getenv("BENCH_FORM"), "BENCH_FORM not set")
 local token = os.getenv("BENCH_TOKEN")
@@ -39,4 +41,30 @@ function request()
     body = body:gsub('case_id="[^"]*"', 'case_id="case-' .. id .. '"', 1)
   end
   return wrk.format(nil, nil, nil, body)
+end
+
+-- A bounded run: this thread's share of BENCH_MAX_REQUESTS (thread_no is set by setup()).
+-- wrk's main thread sleeps for the whole -d duration even when every thread has stopped, so
+-- each thread also leaves a file BENCH_DONE_DIR/thread-N: the caller interrupts wrk (SIGINT,
+-- which still prints the report) once all of them are there.
+local max_requests = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "")
+local done_dir = os.getenv("BENCH_DONE_DIR")
+local quota = nil
+local answers = 0
+if max_requests then
+  function response(status, headers, body)
+    if not quota then
+      local threads = tonumber(os.getenv("BENCH_THREADS") or "1")
+      quota = math.floor(max_requests / threads)
+      if thread_no <= max_requests % threads then quota = quota + 1 end
+    end
+    answers = answers + 1
+    if answers == quota then
+      if done_dir then
+        local f = io.open(done_dir .. "/thread-" .. thread_no, "w")
+        if f then f:close() end
+      end
+      wrk.thread:stop()
+    end
+  end
 end
