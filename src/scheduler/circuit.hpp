@@ -8,12 +8,11 @@
 // max_cooldown). Any answer that is not a retryable failure counts as the receiver being back:
 // a 4xx is the record's fault, not the receiver's, so a flood of them never opens the circuit.
 //
-// The worker asks (may_send, take_probe), does the I/O, and reports (on_result); every call
+// The worker asks (closed, take_probe), does the I/O, and reports (on_result); every call
 // takes `now`, so the rules are tested with plain numbers.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 
 #include "repeaterd/config.hpp"
 #include "repeaterd/time.hpp"
@@ -41,7 +40,6 @@ class Circuit {
   // While open: when the next probe may go.
   Micros next_probe_at() const { return next_probe_at_; }
   Micros opened_at() const { return opened_at_; }
-  int consecutive_failures() const { return consecutive_; }
 
   // Open with the cooldown over: the caller may send one probe (the circuit is then probing).
   bool take_probe(Micros now);

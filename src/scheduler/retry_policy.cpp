@@ -35,6 +35,22 @@ Duration backoff_delay(const config::Retry& retry, int attempts, double unit_ran
   return Duration(static_cast<Duration::rep>(std::clamp(ms, 0.0, max_ms)));
 }
 
+namespace {
+
+// Attempt `attempt` failed and the record is tried again after the backoff (or Retry-After).
+Decision retry_later(const config::Retry& retry, int attempt, std::optional<Duration> retry_after,
+                     const std::string& error, Micros now, double unit_random) {
+  Duration delay = backoff_delay(retry, attempt, unit_random);
+  if (retry_after) delay = std::min(*retry_after, retry.max_delay);
+  Decision d;
+  d.next = Decision::Next::retry;
+  d.next_attempt_at = now + std::chrono::duration_cast<std::chrono::microseconds>(delay).count();
+  d.reason = error;
+  return d;
+}
+
+}  // namespace
+
 Decision decide(const config::Retry& retry, ErrorClass cls, int attempt, int client_errors,
                 std::optional<Duration> retry_after, const std::string& error, Micros now, double unit_random) {
   Decision d;
@@ -63,12 +79,12 @@ Decision decide(const config::Retry& retry, ErrorClass cls, int attempt, int cli
                std::to_string(retry.max_attempts) + "): " + error;
     return d;
   }
-  Duration delay = backoff_delay(retry, attempt, unit_random);
-  if (retry_after) delay = std::min(*retry_after, retry.max_delay);
-  d.next = Decision::Next::retry;
-  d.next_attempt_at = now + std::chrono::duration_cast<std::chrono::microseconds>(delay).count();
-  d.reason = error;
-  return d;
+  return retry_later(retry, attempt, retry_after, error, now, unit_random);
+}
+
+Decision decide_outage(const config::Retry& retry, int attempt, const std::string& error, Micros now,
+                       double unit_random) {
+  return retry_later(retry, attempt - 1, std::nullopt, error, now, unit_random);
 }
 
 std::string describe(const sender::Response& r) {

@@ -37,6 +37,13 @@ struct Decision {
 Decision decide(const config::Retry& retry, ErrorClass cls, int attempt, int client_errors,
                 std::optional<Duration> retry_after, const std::string& error, Micros now, double unit_random);
 
+// What happens to a record whose attempt number `attempt` failed while its connection's circuit
+// was open (scheduler/circuit.hpp): the receiver's outage, not the record's failure. The attempt
+// uses none of the budget, so the record is never cancelled for it and keeps its place in the
+// backoff (the delay after attempt - 1).
+Decision decide_outage(const config::Retry& retry, int attempt, const std::string& error, Micros now,
+                       double unit_random);
+
 // One line for people: "HTTP 500 Internal Server Error: <start of body>" or the network error.
 std::string describe(const sender::Response& r);
 

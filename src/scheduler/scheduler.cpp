@@ -329,17 +329,10 @@ class Worker {
     a.change = circuit_.on_result(retryable ? Circuit::Result::failed : Circuit::Result::answered, probe, now,
                                   free_attempt);
     pacer_.on_result(retryable, resp.duration, in_flight_);
-    if (free_attempt) {
-      // The circuit was open: the receiver's outage, not this record's failure. It keeps its
-      // budget and its place in the backoff, and is never cancelled for it.
-      const int counted = std::max(1, rec.round_attempt - 1);
-      a.decision = Decision{Decision::Next::retry, now + std::chrono::duration_cast<std::chrono::microseconds>(
-                                                             backoff_delay(repeater->retry, counted, unit_random)).count(),
-                            error};
-    } else {
-      // The budget counts the attempts since the last resend or requeue.
-      a.decision = decide(repeater->retry, cls, rec.round_attempt, client_errors, retry_after, error, now, unit_random);
-    }
+    // The budget counts the attempts since the last resend or requeue.
+    a.decision = free_attempt ? decide_outage(repeater->retry, rec.round_attempt, error, now, unit_random)
+                              : decide(repeater->retry, cls, rec.round_attempt, client_errors, retry_after, error,
+                                       now, unit_random);
     store::AttemptOutcome& out = a.outcome;
     out.attempt_row = rec.attempt_row;
     out.record_id = rec.id;

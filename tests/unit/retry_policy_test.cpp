@@ -127,6 +127,19 @@ TEST(Decide, RetryAfterHonouredUpToMaxDelay) {
   EXPECT_EQ(*d.next_attempt_at, kNow + 2'000'000);
 }
 
+TEST(Decide, OutageUsesNoBudgetAndNeverCancels) {
+  // At and past max_attempts: retried, with the delay of the attempt before (it did not count).
+  for (int attempt : {1, 3, 8, 50}) {
+    auto d = decide_outage(retry(), attempt, "HTTP 503", kNow, 0.5);
+    EXPECT_EQ(d.next, Decision::Next::retry) << attempt;
+    ASSERT_TRUE(d.next_attempt_at);
+    EXPECT_EQ(*d.next_attempt_at, kNow + std::chrono::duration_cast<std::chrono::microseconds>(
+                                             backoff_delay(retry(), attempt - 1, 0.5)).count());
+    EXPECT_EQ(d.reason, "HTTP 503");
+  }
+  EXPECT_EQ(*decide_outage(retry(), 3, "e", kNow, 0.5).next_attempt_at, kNow + 180'000'000);
+}
+
 TEST(Describe, StatusLineAndExcerpt) {
   auto r = http(500);
   r.reason = "Internal Server Error";
