@@ -21,6 +21,7 @@
 #include "payload/form_json.hpp"
 #include "payload/xform.hpp"
 #include "store/async.hpp"
+#include "store/body_codec.hpp"
 
 namespace repeaterd::ingest {
 
@@ -434,6 +435,7 @@ Receiver::Read Receiver::read_app_change(IncomingRequest& request, const std::st
 boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_client,
                                                          std::shared_ptr<const config::Config> config) {
   const Micros now = s.payload.received_on;
+  store::prepare_payload(s.payload);  // digest and compression here, not on the writer thread
   auto shared = std::make_shared<Submission>(std::move(s));
   auto records = std::make_shared<std::vector<store::NewRecord>>();
   auto cases = std::make_shared<std::vector<payload::CaseState>>();
@@ -442,7 +444,7 @@ boost::asio::awaitable<Reply> Receiver::store_submission(Submission s, bool xml_
                                                         parsed = parsed_cases_](store::Db& db) {
     Submission& sub = *shared;
     store::IngestResult out;
-    const std::string digest = sha256_hex(sub.payload.body);
+    const std::string& digest = sub.payload.sha256;
     const auto latest = store::Store::latest_version(db, sub.payload);
     if (latest && latest->digest == digest) {
       out.duplicate = true;

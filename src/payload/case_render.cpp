@@ -106,39 +106,47 @@ std::string render_case_json(const CaseState& c) {
 
 // Written directly, not through a json tree: every form rewrites its cases' state. The bytes are
 // what nlohmann writes for the same object (keys sorted; case_test pins the two together).
+// Members at the value case_from_storage_json() assumes when they are missing (no attachments,
+// indices or properties, open, no external id) are left out: every case row is written with
+// each of its forms and kept for good, and a new case is mostly defaults (~100 of ~450 bytes).
 std::string case_to_storage_json(const CaseState& c) {
   using namespace json_text;
   std::string out;
   out.reserve(512);
   bool first = true;
   out += '{';
-  append_key(out, first, "attachments");
-  append_map(out, c.attachments,
-             [&](const CaseAttachment& a) { append_object(out, {{"from", a.from}, {"name", a.name}, {"src", a.src}}); });
+  if (!c.attachments.empty()) {
+    append_key(out, first, "attachments");
+    append_map(out, c.attachments, [&](const CaseAttachment& a) {
+      append_object(out, {{"from", a.from}, {"name", a.name}, {"src", a.src}});
+    });
+  }
   append_member(out, first, "case_id", c.case_id);
   append_member(out, first, "case_name", c.case_name);
   append_member(out, first, "case_type", c.case_type);
-  append_key(out, first, "closed");
-  out += c.closed ? "true" : "false";
-  append_key(out, first, "date_closed");
+  if (c.closed) {
+    append_key(out, first, "closed");
+    out += "true";
+  }
   if (c.date_closed) {
+    append_key(out, first, "date_closed");
     append_string(out, *c.date_closed);
-  } else {
-    out += "null";
   }
-  for (const auto& [key, value] : {std::pair<std::string_view, std::string_view>{"date_modified", c.date_modified},
-                                   {"date_opened", c.date_opened},
-                                   {"domain", c.domain},
-                                   {"external_id", c.external_id}}) {
-    append_member(out, first, key, value);
+  append_member(out, first, "date_modified", c.date_modified);
+  append_member(out, first, "date_opened", c.date_opened);
+  append_member(out, first, "domain", c.domain);
+  if (!c.external_id.empty()) append_member(out, first, "external_id", c.external_id);
+  if (!c.indices.empty()) {
+    append_key(out, first, "indices");
+    append_map(out, c.indices, [&](const CaseIndex& i) {
+      append_object(out, {{"case_id", i.case_id}, {"case_type", i.case_type}, {"relationship", i.relationship}});
+    });
   }
-  append_key(out, first, "indices");
-  append_map(out, c.indices, [&](const CaseIndex& i) {
-    append_object(out, {{"case_id", i.case_id}, {"case_type", i.case_type}, {"relationship", i.relationship}});
-  });
   append_member(out, first, "owner_id", c.owner_id);
-  append_key(out, first, "properties");
-  append_map(out, c.properties, [&](const std::string& value) { append_string(out, value); });
+  if (!c.properties.empty()) {
+    append_key(out, first, "properties");
+    append_map(out, c.properties, [&](const std::string& value) { append_string(out, value); });
+  }
   append_key(out, first, "server_modified_on");
   append_int(out, c.server_modified_on);
   append_key(out, first, "server_opened_on");

@@ -5,6 +5,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "store/body_codec.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
 
@@ -214,8 +215,9 @@ std::optional<RecordDetail> load_record(Db& db, const std::string& id, std::size
   }
   {
     StmtGuard q(db.prepare(
-        "SELECT p.domain, p.payload_type, p.payload_id, p.xmlns, p.app_id, p.content_type, p.sha256, length(p.body), "
-        "p.received_on, r.content_type, r.query, r.headers, COALESCE(length(r.body), length(p.body)) "
+        "SELECT p.domain, p.payload_type, p.payload_id, p.xmlns, p.app_id, p.content_type, p.sha256, "
+        "COALESCE(p.size, length(p.body)), p.received_on, r.content_type, r.query, r.headers, "
+        "COALESCE(length(r.body), p.size, length(p.body)) "
         "FROM records r JOIN payloads p ON p.id = r.payload WHERE r.id = ?1"));
     q->bind(1, id);
     if (q->step()) {
@@ -258,11 +260,13 @@ std::optional<RecordDetail> load_record(Db& db, const std::string& id, std::size
 
 std::optional<RecordBody> record_body(Db& db, const std::string& id) {
   StmtGuard q(db.prepare(
-      "SELECT r.content_type, COALESCE(r.body, p.body) FROM records r JOIN payloads p ON p.id = r.payload "
-      "WHERE r.id = ?1"));
+      "SELECT r.content_type, r.body IS NOT NULL, COALESCE(r.body, p.body), p.encoding, p.size FROM records r "
+      "JOIN payloads p ON p.id = r.payload WHERE r.id = ?1"));
   q->bind(1, id);
   if (!q->step()) return std::nullopt;
-  return RecordBody{q->text(0), q->text(1)};
+  if (q->int64(1) != 0) return RecordBody{q->text(0), q->text(2)};
+  const std::string encoding = q->text(3);
+  return RecordBody{q->text(0), stored_body(q->bytes(2), encoding, q->int64(4), "the payload of record " + id)};
 }
 
 RecordFilter applicable(Action action, RecordFilter f) {

@@ -73,11 +73,13 @@ std::optional<std::int64_t> Stmt::opt_int64(int col) const {
   return int64(col);
 }
 
-std::string Stmt::text(int col) const {
+std::string Stmt::text(int col) const { return std::string(bytes(col)); }
+
+std::string_view Stmt::bytes(int col) const {
   const void* p = sqlite3_column_blob(stmt_, col);
   int n = sqlite3_column_bytes(stmt_, col);
   if (p == nullptr || n <= 0) return {};
-  return std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
+  return {static_cast<const char*>(p), static_cast<std::size_t>(n)};
 }
 
 bool Stmt::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }

@@ -51,6 +51,8 @@ class Stmt {
   std::int64_t int64(int col) const;
   std::optional<std::int64_t> opt_int64(int col) const;
   std::string text(int col) const;  // TEXT or BLOB as bytes; NULL as ""
+  // The same without a copy: valid until the next step, reset or column call on this column.
+  std::string_view bytes(int col) const;
   bool is_null(int col) const;
 
  private:

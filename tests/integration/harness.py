@@ -40,6 +40,7 @@ import time
 import unittest
 import uuid
 import xml.etree.ElementTree as ET
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -635,23 +636,26 @@ class Db:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    @staticmethod
+    def _run(conn: sqlite3.Connection, sql: str, args: tuple) -> list[tuple]:
+        # body(body, encoding): a payload's body as received (payloads.encoding 'deflate' is
+        # zlib), the way the daemon reads it back.
+        conn.create_function("body", 2, lambda b, enc: zlib.decompress(b) if enc == "deflate" else b,
+                             deterministic=True)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
-            try:
-                return conn.execute(sql, args).fetchall()
-            finally:
-                conn.close()
+            return self._run(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5), sql, args)
         except sqlite3.OperationalError as e:
             # A WAL database whose last writer closed cleanly has no -shm file, and a read-only
             # connection cannot create one; a normal connection that only reads can.
             if "unable to open" not in str(e):
                 raise
-        conn = sqlite3.connect(str(self.path), timeout=5)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
+        return self._run(sqlite3.connect(str(self.path), timeout=5), sql, args)
 
     def count(self, table: str, where: str = "", args: tuple = ()) -> int:
         return self.query(f"SELECT count(*) FROM {table} {('WHERE ' + where) if where else ''}", args)[0][0]
@@ -673,14 +677,20 @@ class Db:
                                       "ORDER BY payload, name"),
         }
 
+    # What the daemon assumes for a member a stored case state leaves out (payload::
+    # case_from_storage_json): it writes none of these at their default.
+    CASE_DEFAULTS = {"properties": {}, "indices": {}, "attachments": {}, "closed": False, "date_closed": None,
+                     "external_id": ""}
+
     def case(self, case_id: str, domain: str = "demo") -> dict | None:
-        """A case's stored state (the state JSON), with the table's own columns under "_row"."""
+        """A case's stored state (the state JSON, defaults filled in as the daemon reads it), with
+        the table's own columns under "_row"."""
         rows = self.query("SELECT case_type, closed, server_modified_on, state FROM cases "
                           "WHERE domain = ? AND case_id = ?", (domain, case_id))
         if not rows:
             return None
         case_type, closed, modified, state = rows[0]
-        out = json.loads(state)
+        out = {**self.CASE_DEFAULTS, **json.loads(state)}
         out["_row"] = {"case_type": case_type, "closed": closed, "server_modified_on": modified}
         return out
 

@@ -61,7 +61,7 @@ class SubmissionsTest(DaemonTestCase):
                          [("notes.txt", "notes.txt", "text/plain", notes),
                           ("photo.jpg", "photo.jpg", "image/jpeg", JPEG)],
                          "attachments must be stored byte for byte")
-        self.assertEqual(self.d.db.query("SELECT payload_type, body FROM payloads WHERE payload_id = ?", (iid,)),
+        self.assertEqual(self.d.db.query("SELECT payload_type, body(body, encoding) FROM payloads WHERE payload_id = ?", (iid,)),
                          [("form", form)], "the payload is the XForm part alone")
 
         got = self.ep.wait_count(3, 10)
@@ -185,7 +185,7 @@ class SubmissionsTest(DaemonTestCase):
         ctype, body = multipart([("xml_submission_file", "log.xml", "text/xml", other)])
         self.assertSubmitted(self.d.submit(body, content_type=ctype), 201, records=0)
 
-        self.assertEqual(sorted(self.d.db.query("SELECT payload_type, body FROM payloads")),
+        self.assertEqual(sorted(self.d.db.query("SELECT payload_type, body(body, encoding) FROM payloads")),
                          sorted([("device_report", report), ("device_report", other)]))
         self.assertEqual(self.d.db.count("records"), 0)
         self.assertIsNone(self.d.db.case("in-a-report"), "case blocks in a device report are ignored")

@@ -1225,9 +1225,9 @@ TEST(CaseStorage, RoundTripsEveryField) {
   EXPECT_EQ(render_case_xml(*seed), render_case_xml(seed_case()));
 }
 
-// case_to_storage_json() writes its text directly; these are the bytes nlohmann wrote for it
-// before, which stored rows hold.
-std::string nlohmann_storage_json(const CaseState& c) {
+// case_to_storage_json() writes its text directly; these are the bytes nlohmann writes for the
+// same object, defaults left out (`full`: with them, as rows stored before schema 8 hold).
+std::string nlohmann_storage_json(const CaseState& c, bool full = false) {
   nlohmann::json indices = nlohmann::json::object();
   for (const auto& [identifier, i] : c.indices) {
     indices[identifier] = {{"case_type", i.case_type}, {"case_id", i.case_id}, {"relationship", i.relationship}};
@@ -1242,6 +1242,14 @@ std::string nlohmann_storage_json(const CaseState& c) {
       {"date_opened", c.date_opened}, {"date_modified", c.date_modified},
       {"server_opened_on", c.server_opened_on}, {"server_modified_on", c.server_modified_on},
   };
+  if (!full) {
+    for (const char* key : {"properties", "indices", "attachments"}) {
+      if (j[key].empty()) j.erase(key);
+    }
+    if (!c.closed) j.erase("closed");
+    if (!c.date_closed) j.erase("date_closed");
+    if (c.external_id.empty()) j.erase("external_id");
+  }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -1262,6 +1270,24 @@ TEST(CaseStorage, SameBytesAsNlohmann) {
   c.server_modified_on = std::numeric_limits<Micros>::max();
   EXPECT_EQ(case_to_storage_json(c), nlohmann_storage_json(c));
   EXPECT_EQ(case_to_storage_json(CaseState{}), nlohmann_storage_json(CaseState{}));
+}
+
+// Rows written before defaults were left out read back as the same case.
+TEST(CaseStorage, RowsWithEveryMemberReadBackTheSame) {
+  CaseState open = seed_case();
+  CaseState closed = seed_case();
+  closed.closed = true;
+  closed.date_closed = "2020-03-01T00:00:00.000000Z";
+  closed.external_id = "ext";
+  closed.indices["parent"] = {"mother", "m1", "child"};
+  for (const CaseState& c : {open, closed}) {
+    const std::string full = nlohmann_storage_json(c, true);
+    ASSERT_NE(full, case_to_storage_json(c));
+    auto back = case_from_storage_json(full);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(case_to_storage_json(*back), case_to_storage_json(c));
+  }
+  EXPECT_LT(case_to_storage_json(open).size() + 90, nlohmann_storage_json(open, true).size());
 }
 
 // blocks_to_storage_json() writes its text directly; these are the bytes nlohmann wrote before.

@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <future>
 #include <latch>
+#include <map>
 
 #include "common/ids.hpp"
+#include "store/body_codec.hpp"
 #include "store/records.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
@@ -175,6 +177,76 @@ TEST_F(StoreTest, ClaimTakesOldestDueUpToLimitAndReportsNextDue) {
   EXPECT_FALSE(other->next_due);
 }
 
+TEST_F(StoreTest, CompressibleBodiesAreStoredDeflatedAndReadBackAsReceived) {
+  auto s = open();
+  std::string xml = "<data>";
+  for (int i = 0; i < 40; ++i) xml += "<question_" + std::to_string(i) + ">answer</question_" + std::to_string(i) + ">";
+  xml += "</data>";
+  std::string noise;  // does not shrink: kept as received
+  std::uint64_t x = 88172645463325252ull;
+  for (int i = 0; i < 600; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    noise += static_cast<char>(x & 0xff);
+  }
+  for (auto [id, body] : {std::pair{"xml", xml}, std::pair{"noise", noise}, std::pair{"small", std::string("<f/>")}}) {
+    ASSERT_TRUE((run<IngestResult>(*s, [id, body](Db& db) {
+                  NewPayload p = form(id, body);
+                  prepare_payload(p);
+                  return Store::ingest(db, p, records({"a"}), 10);
+                })).ok());
+  }
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE encoding = 'deflate' AND payload_id = 'xml'"), 1);
+  EXPECT_LT(count("SELECT length(body) FROM payloads WHERE payload_id = 'xml'"), static_cast<std::int64_t>(xml.size()) / 2);
+  EXPECT_EQ(count("SELECT size FROM payloads WHERE payload_id = 'xml'"), static_cast<std::int64_t>(xml.size()));
+  EXPECT_EQ(count("SELECT COUNT(*) FROM payloads WHERE encoding = '' AND payload_id IN ('noise', 'small')"), 2);
+  // The digest is of the bytes received, so the same bytes again are still a duplicate.
+  auto again = run<IngestResult>(*s, [&](Db& db) {
+    NewPayload p = form("xml", xml);
+    prepare_payload(p);
+    return Store::ingest(db, p, records({"a"}), 11);
+  });
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->duplicate);
+
+  auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 10, 100); });
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->records.size(), 3u);
+  std::map<std::string, std::string> sent;
+  for (auto& r : c->records) sent[r.payload_id] = r.body;
+  EXPECT_EQ(sent["xml"], xml);
+  EXPECT_EQ(sent["noise"], noise);
+  EXPECT_EQ(sent["small"], "<f/>");
+  {
+    Db db(path_, Db::Mode::read_only);
+    auto body = record_body(db, c->records[0].id);
+    ASSERT_TRUE(body);
+    EXPECT_EQ(body->bytes, sent[c->records[0].payload_id]);
+    auto detail = load_record(db, c->records[0].id, 10);
+    ASSERT_TRUE(detail);
+    EXPECT_EQ(detail->payload.size, static_cast<std::int64_t>(sent[c->records[0].payload_id].size()));
+  }
+}
+
+TEST_F(StoreTest, ADamagedDeflatedBodyFailsTheClaimNamingTheRecord) {
+  auto s = open();
+  std::string xml(2000, 'a');
+  auto ingested = run<IngestResult>(*s, [&](Db& db) {
+    NewPayload p = form("xml", xml);
+    prepare_payload(p);
+    return Store::ingest(db, p, records({"a"}), 10);
+  });
+  ASSERT_TRUE(ingested.ok());
+  ASSERT_TRUE((run<bool>(*s, [](Db& db) {
+                db.exec("UPDATE payloads SET body = zeroblob(length(body))");
+                return true;
+              })).ok());
+  auto c = run<Claim>(*s, [](Db& db) { return Store::claim(db, {"a"}, 10, 100); });
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("the payload of record " + ingested->record_ids[0]), std::string::npos)
+      << c.error().message;
+  EXPECT_NE(c.error().message.find("does not inflate"), std::string::npos) << c.error().message;
+}
+
 TEST_F(StoreTest, ClaimUsesTheDueIndexNotATableScan) {
   auto s = open();
   s.reset();
@@ -283,6 +355,47 @@ TEST_F(StoreTest, Schema4KeepsTheCasesStoredBefore) {
   EXPECT_EQ(got->second->base_json->find("xform_ids"), std::string::npos) << *got->second->base_json;
   EXPECT_NE(got->second->base_json->find("\"p\":\"1\""), std::string::npos) << *got->second->base_json;
   EXPECT_EQ(got->second->state_json.find("xform_ids"), std::string::npos);
+}
+
+// Schema 8 stores new bodies deflated and rebuilds cases WITHOUT ROWID: what was stored before
+// reads back unchanged.
+TEST_F(StoreTest, Schema8KeepsPayloadsAndCasesStoredBefore) {
+  const std::string body(1000, 'x');
+  {
+    Db db(path_, Db::Mode::read_write);
+    migrate(db, 7);
+    db.exec("INSERT INTO payloads (id, domain, payload_type, payload_id, content_type, body, sha256, received_on) "
+            "VALUES (1, 'demo', 'form', 'old', 'text/xml', CAST(printf('%.1000c', 'x') AS BLOB), 'd', 1)");
+    db.exec("INSERT INTO records (id, payload, repeater, state, created_at, updated_at, next_attempt_at, "
+            "content_type) VALUES ('r1', 1, 'a', 'pending', 1, 1, 1, 'text/xml')");
+    db.exec(R"(INSERT INTO cases (domain, case_id, case_type, closed, server_modified_on, state, first_form) VALUES
+      ('demo', 'c1', 't', 0, 50, '{"case_id":"c1"}', '{"form_id":"old","user_id":"u","server_date":5,"blocks":"[]"}'))");
+  }
+  auto s = open();
+  auto got = run<std::pair<Claim, std::vector<std::string>>>(*s, [](Db& db) {
+    return std::pair{Store::claim(db, {"a"}, 10, 100), Store::case_form_ids(db, "demo", "c1")};
+  });
+  // A first form stored with its blocks as a string reads back as one written now, as JSON.
+  auto forms = run<std::vector<StoredCaseForm>>(*s, [](Db& db) {
+    Store::save_case(db, "demo", StoredCase{"c2", "t", false, 60, R"({"case_id":"c2"})", std::nullopt});
+    Store::add_case_form(db, "demo", "c2", {"new", "u", 6, R"([{"case_id":"c2","update":[["p","\"v\""]]}])"});
+    auto out = Store::case_forms(db, "demo", "c1");
+    for (auto& f : Store::case_forms(db, "demo", "c2")) out.push_back(f);
+    return out;
+  });
+  ASSERT_TRUE(forms.ok()) << forms.error().message;
+  ASSERT_EQ(forms->size(), 2u);
+  EXPECT_EQ((*forms)[0].form_id, "old");
+  EXPECT_EQ((*forms)[0].user_id, "u");
+  EXPECT_EQ((*forms)[0].server_date, 5);
+  EXPECT_EQ((*forms)[0].blocks_json, "[]");
+  EXPECT_EQ((*forms)[1].blocks_json, R"([{"case_id":"c2","update":[["p","\"v\""]]}])");
+  EXPECT_EQ(count("SELECT COUNT(*) FROM cases WHERE case_id = 'c2' AND json_type(first_form, '$.blocks') = 'array'"), 1);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  ASSERT_EQ(got->first.records.size(), 1u);
+  EXPECT_EQ(got->first.records[0].body, body);
+  EXPECT_EQ(got->second, (std::vector<std::string>{"old"}));
+  EXPECT_EQ(count("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'cases' AND sql LIKE '%WITHOUT ROWID%'"), 1);
 }
 
 // Adding a form to a case writes one row, found again in arrival order; an edit finds the cases
