@@ -19,6 +19,7 @@
 #include "sender/authenticator.hpp"
 #include "sender/http_client.hpp"
 #include "store/async.hpp"
+#include "store/body_codec.hpp"
 
 namespace repeaterd::scheduler {
 
@@ -281,6 +282,19 @@ class Worker {
   // does meanwhile.
   awaitable<Attempt> attempt(store::ClaimedRecord& rec, const View& view, bool probe) {
     const config::Repeater* repeater = view.repeaters.at(rec.repeater);
+    auto body = store::claimed_body(rec);
+    if (!body.ok()) {
+      // The stored payload does not read back (a damaged database file): it can never be sent,
+      // so the record is cancelled with the reason, and nothing reaches the receiver (the
+      // circuit and the pacer learn nothing from it).
+      if (probe) circuit_.probe_unused();
+      Attempt a;
+      a.cls = ErrorClass::cancel_now;
+      a.decision.next = Decision::Next::cancel;
+      a.decision.reason = body.error().message;
+      fill_outcome(a, rec, view, nullptr, body.error().message, false);
+      co_return a;
+    }
     sender::Request req;
     req.method = repeater->method;
     req.query = rec.query;
@@ -290,7 +304,7 @@ class Worker {
     }
     req.headers.emplace_back("Idempotency-Key", rec.id);
     req.headers.emplace_back("X-Request-Id", rec.request_id);
-    req.body = std::move(rec.body);
+    req.body = std::move(*body);
 
     if (bucket_) {
       // rate_limit: wait for this request's turn; it never fails for being early.
@@ -333,16 +347,28 @@ class Worker {
     a.decision = free_attempt ? decide_outage(repeater->retry, rec.round_attempt, error, now, unit_random)
                               : decide(repeater->retry, cls, rec.round_attempt, client_errors, retry_after, error,
                                        now, unit_random);
+    fill_outcome(a, rec, view, &resp, error, free_attempt);
+    co_return a;
+  }
+
+  // The outcome to store for an attempt whose class and decision are made; `resp` is what the
+  // receiver answered (nullptr: nothing was sent).
+  void fill_outcome(Attempt& a, const store::ClaimedRecord& rec, const View& view, sender::Response* resp,
+                    const std::string& error, bool free_attempt) {
+    const ErrorClass cls = a.cls;
+    const bool retryable = cls == ErrorClass::retryable;
     store::AttemptOutcome& out = a.outcome;
     out.attempt_row = rec.attempt_row;
     out.record_id = rec.id;
     out.version = rec.version;
     out.succeeded = cls == ErrorClass::success;
-    if (resp.outcome == sender::Outcome::response) out.http_status = resp.status;
-    out.response_headers_json = headers_json(resp.headers);
-    out.response_body = std::move(resp.body);
+    if (resp != nullptr) {
+      if (resp->outcome == sender::Outcome::response) out.http_status = resp->status;
+      out.response_headers_json = headers_json(resp->headers);
+      out.response_body = std::move(resp->body);
+      out.duration_ms = resp->duration.count();
+    }
     out.error = error;
-    out.duration_ms = resp.duration.count();
     out.client_error = cls == ErrorClass::client_error;
     out.free_attempt = free_attempt;
     out.new_state = a.decision.next == Decision::Next::succeeded ? store::RecordState::succeeded
@@ -370,7 +396,6 @@ class Worker {
       e.next_attempt_at = a.decision.next_attempt_at;
       out.notify = std::move(e);
     }
-    co_return a;
   }
 
   // Stores an attempt's outcome and, when `chain`, claims this slot's next record (never when

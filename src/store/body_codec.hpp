@@ -10,9 +10,12 @@
 #include <string>
 #include <string_view>
 
+#include "repeaterd/result.hpp"
+
 namespace repeaterd::store {
 
 struct NewPayload;
+struct ClaimedRecord;
 
 // The payloads.encoding value of a deflated body ('' is a body kept as received).
 inline constexpr std::string_view kDeflate = "deflate";
@@ -23,6 +26,10 @@ std::optional<std::string> deflate_body(std::string_view body);
 // Fills p.sha256 (of the body as received) and p.deflated, so that the writer thread does
 // neither. Store::insert takes a payload with or without them.
 void prepare_payload(NewPayload& p);
+
+// A claimed record's body as it is sent (inflated when stored deflated), moved out of `rec`; an
+// error naming the record when a deflated body does not inflate.
+Result<std::string> claimed_body(ClaimedRecord& rec);
 
 // A stored body as it was received. `encoding` and `size` are the payloads row's columns.
 // Throws SqliteError(SQLITE_CORRUPT) naming `what` when a deflated body does not inflate to

@@ -231,28 +231,11 @@ CREATE INDEX notifications_unsent ON notifications(connection, id) WHERE email I
 )sql",
     // 8: bytes on disk (store/body_codec.hpp). A payload body is stored deflated when that saves
     // a tenth of it (encoding 'deflate'; '' is as received); size is its length as received
-    // (NULL for rows stored before, whose length is the body's). cases becomes WITHOUT ROWID:
-    // it is only ever found by (domain, case_id), so the rowid table's separate key index cost
-    // every new case a second B-tree insert and ~50 bytes for nothing.
+    // (NULL for rows stored before, whose length is the body's).
     R"sql(
 ALTER TABLE payloads ADD COLUMN encoding TEXT NOT NULL DEFAULT '' CHECK (encoding IN ('', 'deflate'));
 ALTER TABLE payloads ADD COLUMN size INTEGER;
 
-CREATE TABLE cases_new (
-  domain             TEXT    NOT NULL,
-  case_id            TEXT    NOT NULL,
-  case_type          TEXT    NOT NULL,
-  closed             INTEGER NOT NULL,
-  server_modified_on INTEGER NOT NULL,
-  state              TEXT    NOT NULL,  -- the case as JSON (payload::case_to_storage_json)
-  base               TEXT,              -- cases stored before schema 4: the state a rebuild starts from
-  first_form         TEXT,              -- {"form_id","user_id","server_date","blocks"} of its first form
-  PRIMARY KEY (domain, case_id)
-) STRICT, WITHOUT ROWID;
-INSERT INTO cases_new (domain, case_id, case_type, closed, server_modified_on, state, base, first_form)
-  SELECT domain, case_id, case_type, closed, server_modified_on, state, base, first_form FROM cases;
-DROP TABLE cases;
-ALTER TABLE cases_new RENAME TO cases;
 )sql",
 };
 

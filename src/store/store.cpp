@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/ids.hpp"
+#include "common/json_text.hpp"
 #include "store/body_codec.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
@@ -43,12 +44,7 @@ Result<std::unique_ptr<Store>> Store::open(const Options& options) {
     sqlite3_busy_timeout(db->handle(), options.busy_timeout_ms);
     // WAL lets readers (admin, sqlite3 CLI) work beside the writer; FULL syncs the WAL on
     // every commit because a 2xx promises the payload survives power loss.
-    // 16 KiB pages for a new database (an existing one keeps its size): a form's payload row,
-    // ~1.5 KB before compression, left a third of each 4 KiB page empty. The WAL is still
-    // checkpointed every 4 MiB, as SQLite's default of 1,000 4 KiB pages did.
-    db->exec("PRAGMA page_size = 16384");
     db->exec("PRAGMA journal_mode = WAL");
-    db->exec("PRAGMA wal_autocheckpoint = 256");
     db->exec("PRAGMA synchronous = FULL");
     db->exec("PRAGMA foreign_keys = ON");
     migrate(*db);
@@ -246,13 +242,27 @@ void Store::save_case(Db& db, const std::string& domain, const StoredCase& c) {
 
 namespace {
 
-// cases.first_form <-> StoredCaseForm. The blocks (JSON written by blocks_to_storage_json) go in
-// as JSON, not as a string holding it, which would escape every quote of it again.
+// cases.first_form <-> StoredCaseForm. The blocks (the JSON array blocks_to_storage_json writes)
+// go in as JSON, not as a string holding it, which would escape every quote of it again. Written
+// directly, on the writer thread, with every new case.
 std::string first_form_json(const StoredCaseForm& f) {
-  const auto blocks = nlohmann::json::parse(f.blocks_json, nullptr, /*allow_exceptions=*/false);
-  return nlohmann::json{{"form_id", f.form_id}, {"user_id", f.user_id}, {"server_date", f.server_date},
-                        {"blocks", blocks.is_discarded() ? nlohmann::json(f.blocks_json) : blocks}}
-      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  using namespace json_text;
+  std::string out;
+  out.reserve(f.blocks_json.size() + f.form_id.size() + f.user_id.size() + 64);
+  bool first = true;
+  out += '{';
+  append_key(out, first, "blocks");
+  if (!f.blocks_json.empty() && f.blocks_json.front() == '[') {
+    out += f.blocks_json;
+  } else {
+    append_string(out, f.blocks_json);
+  }
+  append_member(out, first, "form_id", f.form_id);
+  append_key(out, first, "server_date");
+  append_int(out, f.server_date);
+  append_member(out, first, "user_id", f.user_id);
+  out += '}';
+  return out;
 }
 
 std::optional<StoredCaseForm> first_form_of(Db& db, const std::string& domain, const std::string& case_id) {
@@ -476,8 +486,9 @@ Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_
       c.payload_type = payload->text(1);
       c.payload_id = payload->text(2);
       if (!own_body) {
-        const std::string encoding = payload->text(4);
-        c.body = stored_body(payload->bytes(3), encoding, payload->int64(5), "the payload of record " + c.id);
+        c.body = payload->text(3);
+        c.body_encoding = payload->text(4);
+        c.body_size = payload->int64(5);
       }
     }
     if (!case_id.empty()) {

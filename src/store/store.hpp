@@ -120,7 +120,12 @@ struct ClaimedRecord {
   std::string content_type;
   std::string query;
   std::string headers_json;
+  // The bytes to send, as stored: deflated when body_encoding is "deflate" (body_size is then
+  // their length inflated). claimed_body() (store/body_codec.hpp) gives them as sent; the
+  // sender inflates them, not the writer thread.
   std::string body;
+  std::string body_encoding;
+  std::int64_t body_size = 0;
 };
 
 struct Claim {

@@ -4,6 +4,7 @@ ingest + forwarding with at-least-once delivery of everything acknowledged."""
 import queue
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -79,6 +80,36 @@ class RestartTest(DaemonTestCase):
         self.assertEqual(len(succeeded), 1, "the in-flight attempt must complete and be recorded")
         outcomes = d.db.query("SELECT outcome FROM attempts")
         self.assertEqual(outcomes, [("succeeded",)])
+
+
+class DamagedPayloadTest(DaemonTestCase):
+
+    def test_a_payload_that_does_not_read_back_is_cancelled_not_sent(self):
+        """Bodies are stored deflated; one the database damaged is never sent (the receiver
+        would get garbage): its record is cancelled with a reason naming it, and the rest flow."""
+        ep = self.endpoint()
+        d = self.daemon([connection("inbox", ep.url())], [repeater("forms", "inbox", paused=True)])
+        bad, form = unique_form()
+        self.assertSubmitted(d.submit(form), 201, records=1)
+        good, form2 = unique_form()
+        self.assertSubmitted(d.submit(form2), 201, records=1)
+        self.assertEqual(d.stop(signal.SIGTERM, timeout=25), 0)
+        self.assertEqual(d.db.query("SELECT encoding FROM payloads WHERE payload_id = ?", (bad,)), [("deflate",)])
+        with sqlite3.connect(str(d.db.path)) as conn:
+            conn.execute("UPDATE payloads SET body = zeroblob(length(body)) WHERE payload_id = ?", (bad,))
+        conn.close()
+
+        d.config["repeaters"][0]["paused"] = False
+        d.start()
+        cancelled = d.events.wait_event("record.cancelled", timeout=15)[0]
+        self.assertEqual(cancelled["payload_id"], bad)
+        self.assertIn("does not inflate", cancelled["error"])
+        self.assertIn("the payload of record " + cancelled["record_id"], cancelled["error"])
+        ep.wait_count(1, 10)
+        time.sleep(0.3)
+        self.assertEqual([r.instance_id for r in ep.snapshot()], [good], "only the readable form is sent")
+        self.assertEqual(d.db.query("SELECT r.state FROM records r JOIN payloads p ON p.id = r.payload "
+                                    "WHERE p.payload_id = ?", (bad,)), [("cancelled",)])
 
 
 class CrashTest(DaemonTestCase):
