@@ -7,7 +7,7 @@ build_pkgs=(
   g++ cmake ninja-build pkg-config
   libboost1.81-dev libboost-url1.81-dev
   libssl-dev libsqlite3-dev nlohmann-json3-dev libpugixml-dev libspdlog-dev
-  libyaml-cpp-dev libcli11-dev libcurl4-openssl-dev libsystemd-dev prometheus-cpp-dev zlib1g-dev
+  libyaml-cpp-dev libcli11-dev libcurl4-openssl-dev libsystemd-dev prometheus-cpp-dev libdeflate-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev python3 sqlite3 openssl curl nginx-light wrk python3-aiosmtpd apache2

@@ -1,5 +1,6 @@
 #include "common/json_text.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
 
@@ -59,6 +60,29 @@ void append_value(std::string& out, const json& v) {
     default:  // arrays, objects, floating point: rare here, and nlohmann's format is the reference
       out += v.dump(-1, ' ', false, json::error_handler_t::replace);
   }
+}
+
+std::string headers_object(const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::vector<const std::pair<std::string, std::string>*> sorted;
+  sorted.reserve(headers.size());
+  std::size_t size = 2;
+  for (const auto& h : headers) {
+    sorted.push_back(&h);
+    size += h.first.size() + h.second.size() + 6;
+  }
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+  std::string out;
+  out.reserve(size);
+  out += '{';
+  bool first = true;
+  for (std::size_t i = 0; i < sorted.size();) {
+    const std::string& name = sorted[i]->first;
+    std::string joined = sorted[i]->second;
+    for (++i; i < sorted.size() && sorted[i]->first == name; ++i) joined += ", " + sorted[i]->second;
+    append_member(out, first, name, joined);
+  }
+  out += '}';
+  return out;
 }
 
 }  // namespace repeaterd::json_text

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace repeaterd::json_text {
 
@@ -42,6 +43,11 @@ inline void append_object(std::string& out,
   for (const auto& [key, value] : members) append_member(out, first, key, value);
   out += '}';
 }
+
+// HTTP headers as one JSON object: names sorted, the values of a repeated name joined with ", "
+// in the order given. The bytes nlohmann writes for the same std::map; every attempt stores its
+// response's headers this way.
+std::string headers_object(const std::vector<std::pair<std::string, std::string>>& headers);
 
 // Appends {"key": write(value), ...} for a map's entries, in the map's order.
 template <class Map, class Write>

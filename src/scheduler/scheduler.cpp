@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 
+#include "common/json_text.hpp"
 #include "scheduler/circuit.hpp"
 #include "scheduler/pacing.hpp"
 #include "scheduler/retry_policy.hpp"
@@ -46,15 +47,6 @@ nlohmann::json record_fields(const store::ClaimedRecord& r, const std::string& c
   return {{"record_id", r.id},          {"repeater", r.repeater},         {"connection", connection},
           {"domain", r.domain},         {"payload_type", r.payload_type}, {"payload_id", r.payload_id},
           {"attempt", r.attempt}};
-}
-
-std::string headers_json(const sender::Headers& headers) {
-  nlohmann::json h = nlohmann::json::object();
-  for (const auto& [k, v] : headers) {
-    auto& slot = h[k];
-    slot = slot.is_null() ? v : slot.get<std::string>() + ", " + v;
-  }
-  return h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 const char* outcome_label(ErrorClass c) {
@@ -364,7 +356,7 @@ class Worker {
     out.succeeded = cls == ErrorClass::success;
     if (resp != nullptr) {
       if (resp->outcome == sender::Outcome::response) out.http_status = resp->status;
-      out.response_headers_json = headers_json(resp->headers);
+      out.response_headers_json = json_text::headers_object(resp->headers);
       out.response_body = std::move(resp->body);
       out.duration_ms = resp->duration.count();
     }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/ids.hpp"
+#include "common/json_text.hpp"
 
 namespace repeaterd {
 namespace {
@@ -79,6 +80,21 @@ TEST(EventLogFormat, NestedValuesAndFloatsAsNlohmannWritesThem) {
   const std::string line = format_line("t", "queue.summary", json{{"repeaters", reps}, {"ratio", 0.25}});
   EXPECT_NE(line.find("\"repeaters\":" + reps.dump()), std::string::npos) << line;
   EXPECT_NE(line.find("\"ratio\":0.25"), std::string::npos) << line;
+}
+
+// Response headers, as every attempt stores them: the bytes nlohmann wrote for the same map.
+TEST(JsonText, HeadersObjectIsWhatNlohmannWrites) {
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Server", "nginx"}, {"Set-Cookie", "a=1"}, {"Content-Type", "application/json"}, {"Set-Cookie", "b=2"},
+      {"X-Caf\xc3\xa9", "quote \" and \\"}, {"X-Bad", "\xff\xfe"}, {"set-cookie", "lower"}, {"Set-Cookie", "c"}};
+  nlohmann::json h = nlohmann::json::object();
+  for (const auto& [k, v] : headers) {
+    auto& slot = h[k];
+    slot = slot.is_null() ? v : slot.get<std::string>() + ", " + v;
+  }
+  EXPECT_EQ(json_text::headers_object(headers), h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  EXPECT_EQ(json_text::headers_object({}), "{}");
+  EXPECT_NE(json_text::headers_object(headers).find(R"("Set-Cookie":"a=1, b=2, c")"), std::string::npos);
 }
 
 TEST(EventLogFormat, FieldsNamedTsOrEventWin) {
