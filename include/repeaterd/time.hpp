@@ -16,6 +16,12 @@ namespace repeaterd {
 using Micros = std::int64_t;  // microseconds since the Unix epoch, UTC
 using Duration = std::chrono::milliseconds;
 
+// A length of time in microseconds, the unit of Micros (truncated toward zero).
+template <class Rep, class Period>
+constexpr Micros to_micros(std::chrono::duration<Rep, Period> d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
 // Wall-clock now, in microseconds.
 Micros now_micros();
 

@@ -16,8 +16,6 @@ constexpr std::size_t kSendBatch = 20;
 // A pass runs at least this often, whatever it expects, to pick up anything it missed.
 constexpr Micros kMaxSleep = 30'000'000;
 
-Micros to_micros(Duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
-
 // Runs a store job from this (non-Asio) thread and waits for its committed result.
 template <class T>
 Result<T> run_job(store::Store& store, std::function<T(store::Db&)> fn) {

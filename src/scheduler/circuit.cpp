@@ -4,10 +4,6 @@
 
 namespace repeaterd::scheduler {
 
-namespace {
-Micros micros(Duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
-}  // namespace
-
 const char* to_string(Circuit::State s) {
   switch (s) {
     case Circuit::State::closed: return "closed";
@@ -19,8 +15,8 @@ const char* to_string(Circuit::State s) {
 
 Micros Circuit::cooldown_micros() const {
   // cooldown × 2^(failed probes), without overflowing: stop doubling at the cap.
-  Micros c = micros(settings_.cooldown);
-  const Micros cap = micros(settings_.max_cooldown);
+  Micros c = to_micros(settings_.cooldown);
+  const Micros cap = to_micros(settings_.max_cooldown);
   for (int i = 0; i < probes_failed_ && c < cap; ++i) c *= 2;
   return std::min(c, cap);
 }

@@ -44,7 +44,7 @@ Decision retry_later(const config::Retry& retry, int attempt, std::optional<Dura
   if (retry_after) delay = std::min(*retry_after, retry.max_delay);
   Decision d;
   d.next = Decision::Next::retry;
-  d.next_attempt_at = now + std::chrono::duration_cast<std::chrono::microseconds>(delay).count();
+  d.next_attempt_at = now + to_micros(delay);
   d.reason = error;
   return d;
 }

@@ -717,8 +717,7 @@ awaitable<void> Scheduler::purge_every() {
     timers_->purge.expires_after(every);
     co_await timers_->purge.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopping_) break;
-    const Micros cutoff =
-        clock_() - std::chrono::duration_cast<std::chrono::microseconds>(config_->storage.retention).count();
+    const Micros cutoff = clock_() - to_micros(config_->storage.retention);
     std::int64_t total = 0;
     // Small batches keep each transaction short so ingest never waits long behind a purge.
     for (;;) {

@@ -2,7 +2,8 @@
 // saves at least a tenth of it: XML and JSON submissions shrink to about half, which is the
 // biggest part of the bytes a record costs on disk. Bodies that do not shrink (small ones, or
 // already compressed) are kept as received. Encoding happens on the ingest thread, before the
-// submission reaches the writer; decoding where a body is read back (claims, the admin API).
+// submission reaches the writer; decoding in the sender (claimed_body) and the admin API, never
+// on the writer thread.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +25,7 @@ inline constexpr std::string_view kDeflate = "deflate";
 std::optional<std::string> deflate_body(std::string_view body);
 
 // Fills p.sha256 (of the body as received) and p.deflated, so that the writer thread does
-// neither. Store::insert takes a payload with or without them.
+// neither. Store::ingest takes a payload with or without them.
 void prepare_payload(NewPayload& p);
 
 // A claimed record's body as it is sent (inflated when stored deflated), moved out of `rec`; an

@@ -42,8 +42,9 @@ struct NewPayload {
   std::string body;
   Micros received_on = 0;
   std::vector<std::string> case_ids;  // forms: the cases its blocks touched (an edit finds them here)
-  // Filled by prepare_payload (store/body_codec.hpp) off the writer thread; Store::insert
-  // computes the digest itself when it is empty and stores the body as received without them.
+  // Filled by prepare_payload (store/body_codec.hpp) off the writer thread; Store::ingest
+  // computes the digest itself when it is empty, and without `deflated` the body is stored as
+  // received.
   std::string sha256;                   // sha256_hex(body)
   std::optional<std::string> deflated;  // the body as stored, deflated
 };
