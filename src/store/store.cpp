@@ -433,67 +433,79 @@ IngestResult Store::insert(Db& db, const NewPayload& p, const std::string& diges
 Claim Store::claim(Db& db, const std::vector<std::string>& repeaters, std::size_t limit, Micros now,
                    bool want_next_due) {
   Claim out;
-  // Per repeater, the oldest due ids straight from the due index; then the oldest overall.
-  std::vector<std::pair<Micros, std::string>> due;
+  // Per repeater, the oldest due records straight from the due index; then the oldest overall.
+  // The columns an attempt needs are read here and the claim is a plain UPDATE: an UPDATE ...
+  // RETURNING would have SQLite buffer its rows in a temporary B-tree for every record.
+  struct Due {
+    Micros at = 0;
+    ClaimedRecord rec;
+    std::int64_t payload_row = 0;
+    std::string case_id;
+    bool own_body = false;
+    bool operator<(const Due& o) const { return at != o.at ? at < o.at : rec.id < o.rec.id; }
+  };
+  std::vector<Due> due;
   {
-    StmtGuard q(db.prepare(
-        "SELECT id, next_attempt_at FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL "
-        "AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3"));
+    StmtGuard q(db.prepare(kDueRecordsSql));
     for (const auto& r : repeaters) {
       q->bind(1, r).bind(2, now).bind(3, static_cast<std::int64_t>(limit));
-      while (q->step()) due.emplace_back(q->int64(1), q->text(0));
+      while (q->step()) {
+        Due d;
+        d.at = q->int64(1);
+        ClaimedRecord& c = d.rec;
+        c.id = q->text(0);
+        c.repeater = r;
+        c.attempt = static_cast<int>(q->int64(2)) + 1;
+        c.client_errors = static_cast<int>(q->int64(3));
+        c.content_type = q->text(4);
+        c.query = q->text(5);
+        c.headers_json = q->text(6);
+        d.own_body = !q->is_null(7);
+        if (d.own_body) c.body = q->text(7);
+        d.payload_row = q->int64(8);
+        d.case_id = q->text(9);
+        c.version = q->int64(10);
+        c.round_attempt = c.attempt - static_cast<int>(q->int64(11));
+        due.push_back(std::move(d));
+      }
       q->reset();
     }
   }
-  std::sort(due.begin(), due.end());
-  if (due.size() > limit) due.resize(limit);
+  if (due.size() > limit) {
+    std::partial_sort(due.begin(), due.begin() + static_cast<std::ptrdiff_t>(limit), due.end());
+    due.resize(limit);
+  } else {
+    std::sort(due.begin(), due.end());
+  }
 
   StmtGuard take(db.prepare(
       "UPDATE records SET next_attempt_at = NULL, attempts = attempts + 1, updated_at = ?2 "
-      "WHERE id = ?1 AND next_attempt_at IS NOT NULL "
-      "RETURNING repeater, attempts, client_errors, content_type, query, headers, body, payload, case_id, version, "
-      "round_start"));
+      "WHERE id = ?1 AND next_attempt_at IS NOT NULL"));
   StmtGuard payload(db.prepare(
       "SELECT domain, payload_type, payload_id, body, encoding, size FROM payloads WHERE id = ?1"));
   StmtGuard attempt(db.prepare(
       "INSERT INTO attempts (record, number, started_at, outcome, request_id) VALUES (?1, ?2, ?3, 'in_flight', ?4)"));
-  for (auto& [at, id] : due) {
-    take->bind(1, id).bind(2, now);
-    if (!take->step()) {
-      take->reset();
-      continue;
-    }
-    ClaimedRecord c;
-    c.id = id;
-    c.repeater = take->text(0);
-    c.attempt = static_cast<int>(take->int64(1));
-    c.client_errors = static_cast<int>(take->int64(2));
-    c.content_type = take->text(3);
-    c.query = take->text(4);
-    c.headers_json = take->text(5);
-    const bool own_body = !take->is_null(6);
-    if (own_body) c.body = take->text(6);
-    const std::int64_t payload_row = take->int64(7);
-    const std::string case_id = take->text(8);
-    c.version = take->int64(9);
-    c.round_attempt = c.attempt - static_cast<int>(take->int64(10));
-    take->step();  // finish the RETURNING statement before reusing it
+  for (auto& d : due) {
+    ClaimedRecord& c = d.rec;
+    take->bind(1, c.id).bind(2, now);
+    const int taken = take->run();
     take->reset();
+    if (taken == 0) continue;
 
-    payload->bind(1, payload_row);
+    payload->bind(1, d.payload_row);
     if (payload->step()) {
       c.domain = payload->text(0);
       c.payload_type = payload->text(1);
       c.payload_id = payload->text(2);
-      if (!own_body) {
+      if (!d.own_body) {
         c.body = payload->text(3);
         c.body_encoding = payload->text(4);
         c.body_size = payload->int64(5);
       }
     }
-    if (!case_id.empty()) {
+    if (!d.case_id.empty()) {
       c.payload_type = "case";
-      c.payload_id = case_id;
+      c.payload_id = d.case_id;
     }
     payload->reset();
 
@@ -533,17 +545,22 @@ Store::Finished Store::finish(Db& db, const AttemptOutcome& o, Micros now) {
   {
     StmtGuard r(db.prepare(
         "UPDATE records SET state = ?2, next_attempt_at = ?3, client_errors = client_errors + ?4, reason = ?5, "
-        "updated_at = ?6, round_start = round_start + ?8 WHERE id = ?1 AND version = ?7 RETURNING repeater, order_key"));
+        "updated_at = ?6, round_start = round_start + ?8 WHERE id = ?1 AND version = ?7"));
     r->bind(1, o.record_id).bind(2, to_string(o.new_state)).bind(3, o.next_attempt_at);
     r->bind(4, static_cast<std::int64_t>(o.client_error ? 1 : 0)).bind(5, o.reason).bind(6, now);
     r->bind(7, o.version).bind(8, static_cast<std::int64_t>(o.free_attempt ? 1 : 0));
     // An operator acted on the record while this attempt was out: the attempt stays in the
     // history, the record stays as the operator left it.
-    if (!r->step()) return Finished{false, false};
-    const bool done = o.new_state == RecordState::succeeded || o.new_state == RecordState::cancelled;
-    if (done && !r->is_null(1)) {
-      const std::string repeater = r->text(0), key = r->text(1);
-      r->step();  // finish the RETURNING statement before the next one writes
+    if (r->run() == 0) return Finished{false, false};
+  }
+  if (o.new_state == RecordState::succeeded || o.new_state == RecordState::cancelled) {
+    // Done: the next record of its case (ordered repeaters) may go. A primary-key lookup, not
+    // RETURNING, which costs a temporary B-tree per statement.
+    StmtGuard q(db.prepare("SELECT repeater, order_key FROM records WHERE id = ?1 AND order_key IS NOT NULL"));
+    q->bind(1, o.record_id);
+    if (q->step()) {
+      const std::string repeater = q->text(0), key = q->text(1);
+      q->reset();
       release_next(db, repeater, key, now);
     }
   }

@@ -259,6 +259,12 @@ class Store {
   // Removes form_id from the forms of `case_ids` (an edit replaces it).
   static void remove_case_forms(Db& db, const std::string& domain, const std::string& form_id,
                                 const std::vector<std::string>& case_ids);
+  // The claim's scan of one repeater's due records (?1 repeater, ?2 now, ?3 limit): a range of
+  // the records_due index (a unit test reads its query plan).
+  static constexpr const char* kDueRecordsSql =
+      "SELECT id, next_attempt_at, attempts, client_errors, content_type, query, headers, body, payload, case_id, "
+      "version, round_start FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT NULL "
+      "AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3";
   // Claims up to `limit` due records of `repeaters`, oldest due first.
   // Each claimed record gets an 'in_flight' attempt row with a fresh request id. Without
   // `want_next_due`, Claim::next_due is left empty (it costs a query per repeater).

@@ -262,9 +262,7 @@ TEST_F(StoreTest, ClaimUsesTheDueIndexNotATableScan) {
   auto s = open();
   s.reset();
   Db db(path_, Db::Mode::read_only);
-  auto& plan = db.prepare(
-      "EXPLAIN QUERY PLAN SELECT id, next_attempt_at FROM records WHERE repeater = ?1 AND next_attempt_at IS NOT "
-      "NULL AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3");
+  Stmt plan(db.handle(), std::string("EXPLAIN QUERY PLAN ") + Store::kDueRecordsSql);
   std::string details;
   while (plan.step()) details += plan.text(3) + "\n";
   EXPECT_NE(details.find("records_due"), std::string::npos) << details;
@@ -406,6 +404,48 @@ TEST_F(StoreTest, Schema8KeepsPayloadsAndCasesStoredBefore) {
   ASSERT_EQ(got->first.records.size(), 1u);
   EXPECT_EQ(got->first.records[0].body, body);
   EXPECT_EQ(got->second, (std::vector<std::string>{"old"}));
+}
+
+// Schema 9: records' and attempts' CHECKs still refuse what they refused, stored rows still pass
+// them, and writing a row of either no longer builds a temporary B-tree (what `IN (list)` in a
+// CHECK costs SQLite on every write), on the migrating connection and on a new one.
+TEST_F(StoreTest, Schema9ChecksCostNoTemporaryBTree) {
+  {
+    Db db(path_, Db::Mode::read_write);
+    migrate(db, 8);
+    db.exec("INSERT INTO payloads (id, domain, payload_type, payload_id, content_type, body, sha256, received_on) "
+            "VALUES (1, 'demo', 'form', 'old', 'text/xml', x'00', 'd', 1)");
+    db.exec("INSERT INTO records (id, payload, repeater, state, created_at, updated_at, content_type) "
+            "VALUES ('r1', 1, 'a', 'cancelled', 1, 1, 'text/xml')");
+    db.exec("INSERT INTO attempts (record, number, started_at, outcome, request_id) VALUES ('r1', 1, 1, 'interrupted', 'q')");
+    migrate(db, schema_version());
+    const auto temp_btrees = [&db](const char* sql) {
+      Stmt q(db.handle(), std::string("EXPLAIN ") + sql);
+      int n = 0;
+      while (q.step()) n += q.text(1) == "OpenEphemeral" ? 1 : 0;
+      return n;
+    };
+    EXPECT_EQ(temp_btrees("UPDATE records SET state = ?2 WHERE id = ?1"), 0);
+    EXPECT_EQ(temp_btrees("INSERT INTO attempts (record, number, started_at, outcome, request_id) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5)"), 0);
+    EXPECT_THROW(db.exec("UPDATE records SET state = 'lost' WHERE id = 'r1'"), SqliteError);
+    EXPECT_THROW(db.exec("UPDATE attempts SET outcome = 'maybe'"), SqliteError);
+  }
+  Db db(path_, Db::Mode::read_write);
+  db.exec("UPDATE records SET state = 'failed' WHERE id = 'r1'");
+  EXPECT_THROW(db.exec("INSERT INTO records (id, payload, repeater, state, created_at, updated_at, content_type) "
+                       "VALUES ('r2', 1, 'a', 'done', 1, 1, 'text/xml')"), SqliteError);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM records WHERE state = 'failed'"), 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM attempts WHERE outcome = 'interrupted'"), 1);
+  {
+    Stmt plan(db.handle(), "EXPLAIN UPDATE attempts SET outcome = ?1 WHERE id = ?2");
+    int temp = 0;
+    while (plan.step()) temp += plan.text(1) == "OpenEphemeral" ? 1 : 0;
+    EXPECT_EQ(temp, 0);
+  }
+  Stmt check(db.handle(), "PRAGMA integrity_check");
+  ASSERT_TRUE(check.step());
+  EXPECT_EQ(check.text(0), "ok");
 }
 
 // Adding a form to a case writes one row, found again in arrival order; an edit finds the cases
