@@ -8,6 +8,8 @@ build_pkgs=(
   libboost1.81-dev libboost-url1.81-dev
   libssl-dev libsqlite3-dev nlohmann-json3-dev libpugixml-dev libspdlog-dev
   libyaml-cpp-dev libcli11-dev libcurl4-openssl-dev libsystemd-dev prometheus-cpp-dev libdeflate-dev
+  # repeaterd links tcmalloc (libtcmalloc_minimal) instead of glibc's malloc.
+  libgoogle-perftools-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev python3 sqlite3 openssl curl nginx-light wrk python3-aiosmtpd apache2
