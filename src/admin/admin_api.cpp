@@ -16,6 +16,8 @@
 #include <set>
 
 #include "common/ids.hpp"
+#include "ingest/case_store.hpp"
+#include "payload/case.hpp"
 #include "payload/datetime.hpp"
 #include "store/async.hpp"
 #include "store/records.hpp"
@@ -532,6 +534,15 @@ struct AdminApi::Impl {
               {"attempts", std::move(attempts)}});
   }
 
+  Reply show_case(const std::string& domain, const std::string& case_id) {
+    auto c = ingest::read_case(db(), domain, case_id);
+    if (!c) return error(404, "no case " + case_id + " in domain " + domain);
+    auto state = json::parse(payload::case_to_storage_json(*c), nullptr, false);
+    if (!state.is_object()) return error(500, "case " + case_id + " does not render as JSON");
+    state["xform_ids"] = c->xform_ids;
+    return json_reply(200, {{"case", std::move(state)}});
+  }
+
   Reply body(const std::string& id) {
     auto b = store::record_body(db(), id);
     if (!b) return error(404, "no record has the id " + id);
@@ -687,6 +698,11 @@ struct AdminApi::Impl {
       if (!method_is("GET")) co_return wrong_method("GET");
       params.check_known({});
       co_return show(seg[3]);
+    }
+    if (what == "cases" && seg.size() == 5) {
+      if (!method_is("GET")) co_return wrong_method("GET");
+      params.check_known({});
+      co_return show_case(seg[3], seg[4]);
     }
     if (what == "records" && seg.size() == 5 && seg[4] == "body") {
       if (!method_is("GET")) co_return wrong_method("GET");

@@ -55,6 +55,7 @@ class StoredCases final : public payload::CaseSource {
     auto stored = store::Store::load_case(db_, domain_, case_id);
     if (!stored) return std::nullopt;
     existing_.insert(case_id);
+    if (stored->state_json.empty()) return from_first_form(case_id, *stored);
     if (parsed_ != nullptr) {
       if (auto state = parsed_->find(domain_, case_id, stored->state_json)) return state;
     }
@@ -80,6 +81,25 @@ class StoredCases final : public payload::CaseSource {
   // Whether current() found the case stored: a case updated a second time is likely to be
   // updated again, one just opened mostly is not.
   bool existed(const std::string& case_id) const { return existing_.contains(case_id); }
+
+  // A case stored without its state (StoredCase::state_json): rebuilt from the one form that
+  // opened it, as it was when that form was applied.
+  payload::CaseState from_first_form(const std::string& case_id, const store::StoredCase& stored) {
+    auto built = payload::rebuild_case(case_id, domain_, std::nullopt, forms(case_id));
+    if (!built) throw std::runtime_error("case " + case_id + " in the database is unreadable: no state and no form");
+    built->server_modified_on = stored.server_modified_on;
+    built->xform_ids.clear();  // as a state read from its stored text
+    return std::move(*built);
+  }
+
+  // Before an edit takes a form away: a case whose state lives only in that form gets it
+  // written out, so that a case the edited form no longer touches keeps what it had.
+  void keep_state(const std::string& case_id) {
+    auto stored = store::Store::load_case(db_, domain_, case_id);
+    if (!stored || !stored->state_json.empty()) return;
+    stored->state_json = payload::case_to_storage_json(from_first_form(case_id, *stored));
+    store::Store::save_case(db_, domain_, *stored);
+  }
 
  private:
   // A stored case that does not read back is corrupt: the job fails (503) rather than
@@ -112,10 +132,17 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
   StoredCases source(db, p.domain, parsed);
   auto changes = payload::process_case_blocks(in, source);
   if (!changes) return changes.error();  // nothing was written
-  if (in.edit) store::Store::remove_case_forms(db, p.domain, p.payload_id, in.also_rebuild);
+  if (in.edit) {
+    for (const auto& id : in.also_rebuild) source.keep_state(id);
+    store::Store::remove_case_forms(db, p.domain, p.payload_id, in.also_rebuild);
+  }
   for (auto& c : *changes) {
+    // A case this form opens keeps its state in this form's blocks (its first form) until it is
+    // touched again: most cases are opened by one form and seldom touched, and their state
+    // would repeat the form's blocks (a third of what a delivered form costs on disk).
+    const bool opened_here = !in.edit && !source.existed(c.state.case_id) && !c.form.blocks.empty();
     store::StoredCase stored{c.state.case_id, c.state.case_type, c.state.closed, c.state.server_modified_on,
-                             payload::case_to_storage_json(c.state), std::nullopt};
+                             opened_here ? std::string() : payload::case_to_storage_json(c.state), std::nullopt};
     store::Store::save_case(db, p.domain, stored);
     if (parsed != nullptr && source.existed(c.state.case_id)) {
       parsed->remember(p.domain, c.state.case_id, stored.state_json, c.state);
@@ -128,6 +155,13 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
     if (with_xform_ids) c.state.xform_ids = store::Store::case_form_ids(db, p.domain, c.state.case_id);
   }
   return changes;
+}
+
+std::optional<payload::CaseState> read_case(store::Db& db, const std::string& domain, const std::string& case_id) {
+  StoredCases source(db, domain, nullptr);
+  auto state = source.current(case_id);
+  if (state) state->xform_ids = store::Store::case_form_ids(db, domain, case_id);
+  return state;
 }
 
 }  // namespace repeaterd::ingest

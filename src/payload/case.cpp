@@ -147,6 +147,11 @@ std::optional<CaseState> rebuild(const std::string& case_id, const std::string& 
 
 }  // namespace
 
+std::optional<CaseState> rebuild_case(const std::string& case_id, const std::string& domain,
+                                      std::optional<CaseState> base, std::vector<CaseForm> forms) {
+  return rebuild(case_id, domain, std::move(base), std::move(forms));
+}
+
 Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, CaseSource& source) {
   // Everything is checked before anything is applied: a refused submission changes nothing.
   for (const CaseBlock& b : s.blocks) {

@@ -155,6 +155,12 @@ struct CaseChange {
 // Returns every touched (or rebuilt) case, in the order first touched.
 Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, CaseSource& source);
 
+// A case rebuilt from scratch: `base` (if any), then `forms` (in arrival order) applied in
+// client-time order, as process_case_blocks rebuilds one; server_modified_on is left at 0 (the
+// store keeps it beside the case). nullopt when no form opens it.
+std::optional<CaseState> rebuild_case(const std::string& case_id, const std::string& domain,
+                                      std::optional<CaseState> base, std::vector<CaseForm> forms);
+
 // The forwarded forms of a case (spec §4 case xml / case json), as HQ's V2CaseXMLGenerator and
 // case API serializer write them. XML: <create> holds case_type, case_name and owner_id (the
 // user_id when no owner is set); <update> holds external_id when set, date_opened as a date and

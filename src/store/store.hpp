@@ -91,6 +91,9 @@ struct StoredCase {
   std::string case_type;
   bool closed = false;
   Micros server_modified_on = 0;
+  // The case as payload::case_to_storage_json writes it; empty for a case that one form opened
+  // and nothing touched since: its state is that form's blocks (cases.first_form) applied, and
+  // is not stored twice (ingest/case_store.cpp rebuilds it when the case is next touched).
   std::string state_json;
   std::optional<std::string> base_json;  // cases from before schema 4: what a rebuild starts from
 };

@@ -22,6 +22,7 @@ keeps every temp dir.
 from __future__ import annotations
 
 import base64
+from urllib.parse import quote
 import calendar
 import collections
 import http.client
@@ -682,17 +683,15 @@ class Db:
     CASE_DEFAULTS = {"properties": {}, "indices": {}, "attachments": {}, "closed": False, "date_closed": None,
                      "external_id": ""}
 
-    def case(self, case_id: str, domain: str = "demo") -> dict | None:
-        """A case's stored state (the state JSON, defaults filled in as the daemon reads it), with
-        the table's own columns under "_row"."""
+    def case_row(self, case_id: str, domain: str = "demo") -> dict | None:
+        """A case's row: its own columns, and its stored state JSON ("" for a case that only
+        its first form touched: the daemon rebuilds that state from the form)."""
         rows = self.query("SELECT case_type, closed, server_modified_on, state FROM cases "
                           "WHERE domain = ? AND case_id = ?", (domain, case_id))
         if not rows:
             return None
         case_type, closed, modified, state = rows[0]
-        out = {**self.CASE_DEFAULTS, **json.loads(state)}
-        out["_row"] = {"case_type": case_type, "closed": closed, "server_modified_on": modified}
-        return out
+        return {"case_type": case_type, "closed": closed, "server_modified_on": modified, "state": state}
 
     def case_ids(self, domain: str = "demo") -> set[str]:
         return {r[0] for r in self.query("SELECT case_id FROM cases WHERE domain = ?", (domain,))}
@@ -948,6 +947,26 @@ class Daemon:
             return AdminResponse(resp.status, resp.headers, raw, data)
         finally:
             conn.close()
+
+    def case(self, case_id: str, domain: str = "demo") -> dict | None:
+        """A case as the daemon reads it (GET /api/v1/cases/DOMAIN/ID: the state, defaults
+        filled in, and its xform_ids), with its row's own columns under "_row"; None when the
+        case is not stored."""
+        row = self.db.case_row(case_id, domain)
+        r = self.admin("GET", f"/api/v1/cases/{quote(domain, safe='')}/{quote(case_id, safe='')}")
+        if r.status == 404:
+            assert row is None, f"case {case_id} has a row but the admin API says {r}"
+            return None
+        if r.status != 200:
+            raise AssertionError(f"case {case_id}: the admin API answered {r}")
+        assert row is not None, f"the admin API shows case {case_id}, which has no row"
+        out = {**Db.CASE_DEFAULTS, **r.data["case"]}
+        if row["state"]:
+            # A stored state is what the daemon serves, but for xform_ids (kept as its forms).
+            self_state = {**Db.CASE_DEFAULTS, **json.loads(row["state"])}
+            assert self_state == {k: v for k, v in out.items() if k != "xform_ids"}, (self_state, out)
+        out["_row"] = {k: row[k] for k in ("case_type", "closed", "server_modified_on")}
+        return out
 
     def admin_ok(self, method: str, path: str, body: bytes | str | dict | None = None, **kw) -> Any:
         """admin() that must answer 200; returns the parsed JSON (or bytes)."""

@@ -99,16 +99,16 @@ class CaseTestBase(DaemonTestCase):
 
     def case(self, case_id: str) -> dict:
         """The stored state, with "xform_ids" added from case_forms."""
-        c = self.d.db.case(case_id)
+        c = self.d.case(case_id)
         self.assertIsNotNone(c, f"case {case_id} is not in the cases table")
-        self.assertEqual(set(c) - {"_row"}, STATE_KEYS, f"stored state keys of {case_id}")
+        self.assertEqual(set(c) - {"_row", "xform_ids"}, STATE_KEYS, f"stored state keys of {case_id}")
         # The table's columns agree with the state.
         self.assertEqual(c["_row"]["case_type"], c["case_type"])
         self.assertEqual(bool(c["_row"]["closed"]), c["closed"])
         self.assertEqual(c["_row"]["server_modified_on"], c["server_modified_on"])
         self.assertEqual(c["domain"], "demo")
         self.assertEqual(c["case_id"], case_id)
-        c["xform_ids"] = self.xform_ids(case_id)
+        self.assertEqual(c["xform_ids"], self.xform_ids(case_id), f"the admin API's xform_ids of {case_id}")
         return c
 
     def assertCase(self, case_id: str, **expected) -> dict:
@@ -652,7 +652,7 @@ class CaseStoreTest(CaseTestBase):
                 {"case_id": "fine-2", "indices": {"parent": {"case_id": "fine-1", "case_type": "t",
                                                              "relationship": "bad"}}}]), r"fine-2.*bad", before)
         for case_id in ("new-ok", "new-1", "new-2", "fine-1", "fine-2"):
-            self.assertIsNone(self.d.db.case(case_id), case_id)
+            self.assertIsNone(self.d.case(case_id), case_id)
         self.assertCase("existing-case", properties={}, xform_ids=[before["case_forms"][0][2]])
         self.ep.assert_quiet(2, 0.3)
 
@@ -809,6 +809,42 @@ class HqGoldenTest(CaseTestBase):
         self.assertCaseXml(xml, f'''<case {V2} case_id="hh-7" date_modified="2021-02-03T04:05:06.789000Z"
             user_id="u-7"><create><case_type>household</case_type><case_name>Mwale</case_name>
             <owner_id>u-7</owner_id></create><update><date_opened>2021-02-03</date_opened></update></case>''')
+
+    # A case one form opened and nothing touched since is stored without its state (it is that
+    # form's blocks applied, kept as the case's first form); the daemon rebuilds it when it is
+    # read, and stores it once a second form touches the case or an edit takes the form away.
+    def test_a_case_one_form_opened_is_rebuilt_from_that_form(self):
+        opener, later, gone = uid(), uid(), uid()
+        self.form(xform(f'<case {V2} case_id="solo" date_modified="2021-03-04T05:06:07.890-02">'
+                        f'<create><case_type>person</case_type><case_name>Banda</case_name>'
+                        f'<owner_id>team-1</owner_id></create><update><age>7</age><date_opened>2021-03-01'
+                        f'</date_opened></update><index><mother case_type="person">m-1</mother></index></case>',
+                        opener), records=3)
+        self.assertEqual(self.d.db.case_row("solo")["state"], "")
+        first = self.assertCase("solo", case_type="person", case_name="Banda", owner_id="team-1", user_id="u",
+                                properties={"age": "7"}, date_opened="2021-03-01T00:00:00.000000Z",
+                                date_modified="2021-03-04T07:06:07.890000Z", xform_ids=[opener],
+                                indices={"mother": {"case_type": "person", "case_id": "m-1",
+                                                    "relationship": "child"}})
+        self.assertEqual(first["server_opened_on"], first["server_modified_on"])
+        # What was forwarded for it is what the daemon now reads back.
+        [(_, body)] = self.forwarded("cases", "solo", 1)
+        self.assertEqual(self.case_json(body)["properties"]["age"], "7")
+
+        self.form(xform(f'<case {V2} case_id="solo" date_modified="2021-03-05T00:00:00Z"><update><age>8</age>'
+                        f'</update></case>', later), records=3)
+        self.assertNotEqual(self.d.db.case_row("solo")["state"], "")
+        self.assertCase("solo", case_name="Banda", properties={"age": "8"}, xform_ids=[opener, later],
+                        server_opened_on=first["server_opened_on"], indices=first["indices"])
+
+        # An edit that no longer touches the case it opened leaves that case as it was, stored.
+        self.form(xform(f'<case {V2} case_id="left" date_modified="2021-03-06T00:00:00Z"><create>'
+                        f'<case_type>t</case_type><case_name>kept</case_name></create></case>', gone), records=3)
+        self.assertEqual(self.d.db.case_row("left")["state"], "")
+        self.form(xform(f'<case {V2} case_id="other" date_modified="2021-03-07T00:00:00Z"><create>'
+                        f'<case_type>t</case_type><case_name>new</case_name></create></case>', gone), records=3)
+        self.assertEqual(json.loads(self.d.db.case_row("left")["state"])["case_name"], "kept")
+        self.assertCase("left", case_name="kept", case_type="t", xform_ids=[])
 
     # HQ's form edits (corehq/form_processor/parsers/form.py _handle_duplicate, apply_deprecation;
     # test_bugs.py 016b26f test_missing_transactions): same instanceID and different bytes

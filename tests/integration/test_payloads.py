@@ -1133,7 +1133,7 @@ class FiltersTest(DaemonTestCase):
         info = self.assertJsonAccepted(d.post("/a/demo/cases", {
             "case_id": "by-the-bot", "case_type": "household", "case_name": "B", "user_id": "bot-user"}), 201, 0)
         self.assertEqual(info["case_ids"], ["by-the-bot"])
-        self.assertIsNotNone(d.db.case("by-the-bot"), "an excluded user's case is still stored")
+        self.assertIsNotNone(d.case("by-the-bot"), "an excluded user's case is still stored")
         ep.wait_count(1, 10)
         ep.assert_quiet(1, 0.3)
 

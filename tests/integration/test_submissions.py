@@ -188,7 +188,7 @@ class SubmissionsTest(DaemonTestCase):
         self.assertEqual(sorted(self.d.db.query("SELECT payload_type, body(body, encoding) FROM payloads")),
                          sorted([("device_report", report), ("device_report", other)]))
         self.assertEqual(self.d.db.count("records"), 0)
-        self.assertIsNone(self.d.db.case("in-a-report"), "case blocks in a device report are ignored")
+        self.assertIsNone(self.d.case("in-a-report"), "case blocks in a device report are ignored")
         self.assertEqual(self.d.db.count("cases"), 0)
         self.ep.assert_quiet(0, 0.5)
 
