@@ -3,6 +3,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "store/sqlite.hpp"
 #include "store/store.hpp"
 
 namespace repeaterd::ingest {
@@ -158,10 +159,19 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
 }
 
 std::optional<payload::CaseState> read_case(store::Db& db, const std::string& domain, const std::string& case_id) {
-  StoredCases source(db, domain, nullptr);
-  auto state = source.current(case_id);
-  if (state) state->xform_ids = store::Store::case_form_ids(db, domain, case_id);
-  return state;
+  // One snapshot for the row and the forms: a case that a form touches between the two reads
+  // would otherwise show an empty state next to a form list that no longer fits it.
+  db.exec("BEGIN");
+  try {
+    StoredCases source(db, domain, nullptr);
+    auto state = source.current(case_id);
+    if (state) state->xform_ids = store::Store::case_form_ids(db, domain, case_id);
+    db.exec("COMMIT");
+    return state;
+  } catch (...) {
+    db.exec("ROLLBACK");
+    throw;
+  }
 }
 
 }  // namespace repeaterd::ingest

@@ -58,7 +58,8 @@ Result<std::vector<payload::CaseChange>> apply_and_save_cases(store::Db& db, con
 
 // A stored case as the daemon reads it (its state rebuilt from its first form when it has only
 // that: store::StoredCase::state_json), with its xform_ids; nullopt when it is not stored.
-// Throws when it is unreadable. Reads only: a read-only connection will do.
+// Throws when it is unreadable. Reads only, in a transaction of its own (call it outside one): a
+// read-only connection will do.
 std::optional<payload::CaseState> read_case(store::Db& db, const std::string& domain, const std::string& case_id);
 
 }  // namespace repeaterd::ingest

@@ -1524,5 +1524,38 @@ TEST(NormalizeDatetime, NonDatesUnchanged) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// A case one form opened is stored without its state (ingest/case_store.cpp): rebuild_case from
+// that form's blocks, as stored and read back, must give the state the form gave it.
+
+TEST(CaseFixtures, ACaseOneFormOpenedIsItsFormRebuilt) {
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(fixtures_dir())) {
+    if (entry.path().extension() != ".xml") continue;
+    const std::string name = entry.path().filename().string();
+    const std::string xml = read_fixture(name, {{"REPLACE_UID", "uid"}, {"REPLACE_CASEID", "cid"}});
+    Store store;
+    auto states = store.submit(xml, "form-1", kSeedNow + 7, "form-user");
+    ASSERT_TRUE(states.ok()) << name << ": " << states.error().message;
+    for (const CaseState& applied : *states) {
+      const auto& forms = store.forms_of[applied.case_id];
+      ASSERT_EQ(forms.size(), 1u) << name << " " << applied.case_id;
+      std::vector<CaseForm> stored;
+      for (const auto& f : forms) {
+        auto blocks = blocks_from_storage_json(blocks_to_storage_json(f.blocks));
+        ASSERT_TRUE(blocks.ok()) << name << ": " << blocks.error().message;
+        stored.push_back({f.form_id, f.form_user_id, f.server_date, std::move(*blocks)});
+      }
+      auto rebuilt = rebuild_case(applied.case_id, store.domain, std::nullopt, stored);
+      ASSERT_TRUE(rebuilt.has_value()) << name << " " << applied.case_id;
+      rebuilt->server_modified_on = applied.server_modified_on;
+      EXPECT_EQ(case_to_storage_json(*rebuilt), case_to_storage_json(applied)) << name << " " << applied.case_id;
+      EXPECT_EQ(rebuilt->xform_ids, applied.xform_ids) << name;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 37);  // the cases the fixtures open between them
+}
+
 }  // namespace
 }  // namespace repeaterd::payload
