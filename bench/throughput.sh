@@ -92,17 +92,20 @@ start_phase() {
 # Ingest for WRK_DURATION into domain $2 of the repeaterd of phase dir $1 (NEW_CASES from
 # $3), then waits for every record of repeaters $4... created in this run to be delivered.
 # Sets e2e_rate (delivered / seconds from first submission to last delivery), e2e_ingest
-# (wrk req/s), e2e_delivered, e2e_span; the stats JSON is in $1/stats.json.
+# (wrk req/s), e2e_delivered, e2e_span, e2e_cpu_s (repeaterd's user + system CPU seconds over
+# the ingest and the drain); the stats JSON is in $1/stats.json.
 ingest_and_drain() {
   local dir=$1 domain=$2 new_cases=$3
   shift 3
   local reps=() r
   for r in "$@"; do reps+=(--repeater "$r"); done
-  local t0
+  local t0 ticks0
   t0=$(now)
+  ticks0=$(cpu_ticks "$rd_pid")
   e2e_ingest=$(BENCH_TOKEN=$token BENCH_NEW_CASES=$new_cases \
     run_wrk "http://127.0.0.1:$port/a/$domain/receiver" "$dir/wrk.txt")
   python3 "$root/bench/delivery_stats.py" "$dir/events.log" "$drain_timeout" --json "${reps[@]}" >"$dir/stats.json"
+  e2e_cpu_s=$(awk -v a="$(cpu_ticks "$rd_pid")" -v b="$ticks0" -v hz="$(getconf CLK_TCK)" 'BEGIN {print (a - b) / hz}')
   read -r e2e_rate e2e_span e2e_delivered < <(python3 - "$dir/stats.json" "$t0" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1])); t0 = float(sys.argv[2])
@@ -131,6 +134,7 @@ if ! skipped A || ! skipped G || ! skipped H; then
   start_phase "$work/A" < <(a_body)
   WRK_DURATION=$duration ingest_and_drain "$work/A" demo 1 forms-to-nginx
   put A_rate "$e2e_rate"; put A_ingest "$e2e_ingest"; put A_n "$e2e_delivered"; put A_span "$e2e_span"
+  put A_cpu_s "$e2e_cpu_s"
   # G: the database with its WAL as it stands once everything is delivered, per record.
   put G_bytes "$(db_bytes "$work/A/db")"
   put G_n "$e2e_delivered"

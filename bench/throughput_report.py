@@ -97,7 +97,10 @@ def main() -> int:
     print()
     notes = []
     if "A_rate" in r:
-        notes.append(f"A: ingest {num('A_ingest'):,.0f} req/s, first submission to last delivery {num('A_span'):.2f} s")
+        note = f"A: ingest {num('A_ingest'):,.0f} req/s, first submission to last delivery {num('A_span'):.2f} s"
+        if "A_cpu_s" in r and num("A_n") > 0:
+            note += f"; repeaterd CPU (user + sys) {num('A_cpu_s') * 1e6 / num('A_n'):,.0f} us per record delivered"
+        notes.append(note)
     if "B_rate" in r:
         notes.append(f"B: ingest {num('B_ingest'):,.0f} req/s; B / A = {ratio(num('B_rate'), a):.3f}")
     if "C_p99" in r:
