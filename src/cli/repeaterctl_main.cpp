@@ -144,6 +144,14 @@ class Ctl {
     return print(json_ ? repeaterd::ctl::pretty_json(*j) : repeaterd::ctl::format_record_detail(*j));
   }
 
+  // A case is JSON by nature: printed as the API's JSON (pretty) with or without --json.
+  int case_show(const std::string& domain, const std::string& case_id) {
+    const auto j = fetch(client_.get("/api/v1/cases/" + repeaterd::ctl::percent_encode(domain) + "/" +
+                                     repeaterd::ctl::percent_encode(case_id)));
+    if (!j) return kRefused;
+    return print(repeaterd::ctl::pretty_json(*j));
+  }
+
   // The exact bytes, and nothing else, on stdout: streamed, so a large payload is never held.
   int body(const std::string& id) {
     auto r = client_.get_to("/api/v1/records/" + repeaterd::ctl::percent_encode(id) + "/body", stdout);
@@ -325,6 +333,13 @@ int main(int argc, char** argv) {
   auto* body = records->add_subcommand("body", "write the exact bytes that are sent to stdout");
   body->add_option("id", id, "record id")->required()->type_name("ID");
 
+  auto* cases = app.add_subcommand("cases", "show a case as the case store holds it");
+  cases->require_subcommand(1);
+  std::string case_domain, case_id;
+  auto* case_show = cases->add_subcommand("show", "a case's state now, with its forms (xform_ids)");
+  case_show->add_option("domain", case_domain, "the project space")->required()->type_name("DOMAIN");
+  case_show->add_option("case_id", case_id, "the case id")->required()->type_name("CASE_ID");
+
   std::vector<std::string> ids;
   bool dry_run = false;
   std::vector<std::pair<std::string, CLI::App*>> actions;
@@ -362,6 +377,9 @@ int main(int argc, char** argv) {
     if (one.empty()) return usage_error("a record id is empty");
   }
   if ((show->parsed() || body->parsed()) && id.empty()) return usage_error("the record id is empty");
+  if (case_show->parsed() && (case_domain.empty() || case_id.empty())) {
+    return usage_error("the domain and the case id must not be empty");
+  }
   if (!locate.url.empty() && !locate.socket.empty()) return usage_error("give --socket or --url, not both");
 
   auto target = repeaterd::ctl::locate_daemon(locate);
@@ -383,6 +401,7 @@ int main(int argc, char** argv) {
   if (list->parsed()) return ctl.list(filter, limit, after, all);
   if (show->parsed()) return ctl.show(id);
   if (body->parsed()) return ctl.body(id);
+  if (case_show->parsed()) return ctl.case_show(case_domain, case_id);
   if (action) {
     return ids.empty() ? ctl.bulk_action(action->first, filter, dry_run)
                        : ctl.record_action(action->first, ids);

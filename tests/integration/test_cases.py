@@ -827,6 +827,11 @@ class HqGoldenTest(CaseTestBase):
                                 indices={"mother": {"case_type": "person", "case_id": "m-1",
                                                     "relationship": "child"}})
         self.assertEqual(first["server_opened_on"], first["server_modified_on"])
+        # repeaterctl shows it as the API does; a case not stored is an error naming it.
+        shown = json.loads(self.d.ctl("cases", "show", "demo", "solo", check=0).stdout)["case"]
+        self.assertEqual({**self.d.db.CASE_DEFAULTS, **shown}, {k: v for k, v in first.items() if k != "_row"})
+        missing = self.d.ctl("cases", "show", "demo", "no/such case", check=1)
+        self.assertIn("no case no/such case in domain demo", missing.stderr)
         # What was forwarded for it is what the daemon now reads back.
         [(_, body)] = self.forwarded("cases", "solo", 1)
         self.assertEqual(self.case_json(body)["properties"]["age"], "7")
