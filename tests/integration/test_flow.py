@@ -46,7 +46,9 @@ class CircuitTest(DaemonTestCase):
         def responder(received):
             if not up.is_set():
                 return Reply(503, b"down for maintenance")
-            return Reply(200, b"{}", delay=0.05)
+            # 200 ms: the pacer reads a latency of twice its baseline (and 50 ms more) as
+            # queueing, and a loaded CI machine adds tens of milliseconds to a 50 ms answer.
+            return Reply(200, b"{}", delay=0.2)
 
         ep = self.endpoint(responder=responder)
         conn = connection("inbox", ep.url(), max_in_flight=16, notify=["ops@example.org"],
