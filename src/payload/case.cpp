@@ -120,11 +120,13 @@ void apply_form(CaseState& c, bool& exists, const CaseForm& f, const std::string
   }
 }
 
+}  // namespace
+
 // The case from scratch: its base (if any), then every form in client-time order, ties in
 // arrival order. `forms` come in arrival order, which xform_ids keep. nullopt when nothing is
 // left to build it from.
-std::optional<CaseState> rebuild(const std::string& case_id, const std::string& domain, std::optional<CaseState> base,
-                                 std::vector<CaseForm> forms) {
+std::optional<CaseState> rebuild_case(const std::string& case_id, const std::string& domain,
+                                      std::optional<CaseState> base, std::vector<CaseForm> forms) {
   std::vector<std::string> xform_ids;
   for (const auto& f : forms) {
     if (std::find(xform_ids.begin(), xform_ids.end(), f.form_id) == xform_ids.end()) xform_ids.push_back(f.form_id);
@@ -143,13 +145,6 @@ std::optional<CaseState> rebuild(const std::string& case_id, const std::string& 
   }
   c.xform_ids = std::move(xform_ids);
   return c;
-}
-
-}  // namespace
-
-std::optional<CaseState> rebuild_case(const std::string& case_id, const std::string& domain,
-                                      std::optional<CaseState> base, std::vector<CaseForm> forms) {
-  return rebuild(case_id, domain, std::move(base), std::move(forms));
 }
 
 Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, CaseSource& source) {
@@ -198,7 +193,7 @@ Result<std::vector<CaseChange>> process_case_blocks(const CaseSubmission& s, Cas
       std::vector<CaseForm> forms = source.forms(id);
       if (s.edit) std::erase_if(forms, [&](const CaseForm& f) { return f.form_id == s.form_id; });
       if (!entry.blocks.empty()) forms.push_back(entry);
-      auto built = rebuild(id, s.domain, source.base(id), std::move(forms));
+      auto built = rebuild_case(id, s.domain, source.base(id), std::move(forms));
       if (!built) continue;  // an edit took away the only form that touched it: leave it be
       change.state = std::move(*built);
     } else {
