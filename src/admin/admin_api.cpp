@@ -16,6 +16,7 @@
 #include <set>
 
 #include "common/ids.hpp"
+#include "common/json_text.hpp"
 #include "ingest/case_store.hpp"
 #include "payload/case.hpp"
 #include "payload/datetime.hpp"
@@ -40,7 +41,7 @@ constexpr std::size_t kBulkPage = 500;
 constexpr std::size_t kBodyExcerpt = 4096;
 constexpr auto kReadyProbeTimeout = std::chrono::seconds(2);
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"; }
+std::string dump(const json& j) { return json_text::dump(j) + "\n"; }
 
 Reply json_reply(int status, const json& body) {
   Reply r;

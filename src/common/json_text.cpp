@@ -35,10 +35,12 @@ void append_string(std::string& out, std::string_view s) {
     return;
   }
   // Invalid UTF-8 (remote responses, phone text) is replaced, never thrown on.
-  out += json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+  out += dump(json(s));
 }
 
 void append_int(std::string& out, std::int64_t v) { append_integer(out, v); }
+
+std::string dump(const json& v) { return v.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 void append_value(std::string& out, const json& v) {
   switch (v.type()) {
@@ -58,7 +60,7 @@ void append_value(std::string& out, const json& v) {
       out += "null";
       return;
     default:  // arrays, objects, floating point: rare here, and nlohmann's format is the reference
-      out += v.dump(-1, ' ', false, json::error_handler_t::replace);
+      out += dump(v);
   }
 }
 

@@ -15,6 +15,10 @@
 
 namespace repeaterd::json_text {
 
+// The whole value as nlohmann writes it compactly, except that bytes that are not UTF-8 become
+// U+FFFD instead of an exception: text from a request (a path, an id, a header) may hold any.
+std::string dump(const nlohmann::json& v);
+
 // Appends `s` as a JSON string, quotes included.
 void append_string(std::string& out, std::string_view s);
 void append_int(std::string& out, std::int64_t v);

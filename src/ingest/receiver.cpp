@@ -14,6 +14,8 @@
 
 #include "common/encoding.hpp"
 #include "common/ids.hpp"
+#include "common/json_text.hpp"
+#include "common/text.hpp"
 #include "common/text_position.hpp"
 #include "ingest/case_store.hpp"
 #include "ingest/multipart.hpp"
@@ -55,7 +57,7 @@ Reply xml_reply(int status, bool success, const std::string& message, const std:
 Reply json_error(int status, const std::string& message) {
   Reply r;
   r.status = status;
-  r.body = nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  r.body = json_text::dump({{"error", message}}) + "\n";
   return r;
 }
 
@@ -149,6 +151,15 @@ struct Route {
   std::string name;     // attachment
 };
 
+// The first part of the route whose bytes are not UTF-8, or nullptr.
+const char* non_utf8_part(const Route& r) {
+  if (!valid_utf8(r.domain)) return "project space";
+  if (!valid_utf8(r.app_id)) return "app id";
+  if (!valid_utf8(r.form_id)) return "form id";
+  if (!valid_utf8(r.name)) return "attachment name";
+  return nullptr;
+}
+
 const char* method_of(Endpoint e) { return e == Endpoint::attachment ? "GET" : "POST"; }
 
 Route route(const boost::urls::url_view& url) {
@@ -192,8 +203,7 @@ Reply success_for(bool xml, int status, const std::string& message, const std::s
   if (xml) return xml_reply(status, true, message, id, records);
   Reply r;
   r.status = status;
-  r.body = nlohmann::json{{"message", message}, {"id", id}, {"records_created", records}, {"case_ids", case_ids}}
-               .dump() +
+  r.body = json_text::dump({{"message", message}, {"id", id}, {"records_created", records}, {"case_ids", case_ids}}) +
            "\n";
   return r;
 }
@@ -249,6 +259,13 @@ boost::asio::awaitable<Reply> Receiver::handle(IncomingRequest request) {
     Reply reply = error_for(r.endpoint, 405, std::string("use ") + allowed + " on " + std::string(url->path()));
     reply.headers.emplace_back("Allow", allowed);
     co_return reply;
+  }
+  // Every id here is stored, logged and forwarded as text: bytes that are not UTF-8 (%FF) name
+  // nothing and are refused before anything is read.
+  if (const char* what = non_utf8_part(r)) {
+    co_return error_for(r.endpoint, 400, std::string("the ") + what +
+                                             " in the request target is not UTF-8 once percent-decoded; percent-encode "
+                                             "its UTF-8 bytes; nothing was stored");
   }
   const std::shared_ptr<const config::Config> config = config_.get();
   switch (authenticate(config->ingest_tokens, request.authorization, r.domain)) {

@@ -225,7 +225,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       in.remote_address = remote_address;
       const unsigned version = req.version();
       const bool keep_alive = req.keep_alive();
-      Reply reply = co_await handler(std::move(in));
+      // A handler that throws (a bug, or a library refusing odd input) costs this request a 500,
+      // not the connection and not the other requests on it.
+      Reply reply;
+      bool failed = false;
+      std::string failure;
+      try {
+        reply = co_await handler(std::move(in));
+      } catch (const std::exception& ex) {
+        failed = true;
+        failure = ex.what();
+      }
+      if (failed) {
+        spdlog::error("{}: {} {} from {} failed: {}", name, answered.method, answered.target, remote, failure);
+        reply = error_reply(500,
+                            "internal error while handling the request (the daemon's log has the details); retry it: "
+                            "a submission that was already stored is recognised as a duplicate",
+                            answered.target);
+      }
       const bool close = !keep_alive || reply.close;
       co_await answer(s->stream, std::move(reply), answered, version, keep_alive && !stopping);
       s->busy = false;

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "common/ids.hpp"
+#include "common/json_text.hpp"
 #include "payload/form_json.hpp"
 
 namespace repeaterd::ingest {
@@ -25,7 +26,7 @@ std::string json_body(const config::Repeater& r, std::string json) {
 }
 
 std::string header_json(const char* name, const std::string& value) {
-  return nlohmann::json{{name, value}}.dump();
+  return json_text::dump({{name, value}});
 }
 
 }  // namespace

@@ -11,10 +11,6 @@
 
 namespace repeaterd::notify {
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not one (overlong
-// forms, surrogates and code points past U+10FFFF included). REQUIRES: i < s.size().
-std::size_t utf8_sequence_length(std::string_view s, std::size_t i);
-
 // Valid UTF-8 with "\n" line breaks: the body claims charset=UTF-8, and a remote that answers
 // in Latin-1 or with stray control bytes must not make the email unreadable. Invalid bytes
 // and control characters become U+FFFD. With `single_line`, line breaks and tabs become spaces

@@ -17,7 +17,6 @@ void add_text_child(pugi::xml_node parent, const std::string& name, const std::s
 
 // Case text comes from phones and may not be valid UTF-8; replacing bad bytes beats throwing
 // while rendering a payload that has already been accepted.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 }  // namespace
 
@@ -101,7 +100,7 @@ std::string render_case_json(const CaseState& c) {
   j["user_id"] = c.user_id;
   j["version"] = "2.0";
   j["xform_ids"] = c.xform_ids;
-  return dump(j);
+  return json_text::dump(j);
 }
 
 // Written directly, not through a json tree: every form rewrites its cases' state. The bytes are

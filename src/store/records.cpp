@@ -5,6 +5,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.hpp"
 #include "store/body_codec.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
@@ -177,8 +178,8 @@ std::vector<RecordView> collect(Db& db, const RecordFilter& f, const std::string
   }
   if (!dense.empty() && !(f.repeaters && f.repeaters->empty())) {
     StmtGuard q(db.prepare(kDensePage));
-    if (f.repeaters) q->bind(1, nlohmann::json(*f.repeaters).dump()); else q->bind_null(1);
-    q->bind(2, nlohmann::json(dense).dump()).bind(3, after);
+    if (f.repeaters) q->bind(1, json_text::dump(*f.repeaters)); else q->bind_null(1);
+    q->bind(2, json_text::dump(dense)).bind(3, after);
     bind_residuals(*q, f);
     q->bind(9, limit_param);
     while (q->step()) rows.push_back(read_view(*q));

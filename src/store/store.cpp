@@ -393,7 +393,7 @@ IngestResult Store::insert(Db& db, const NewPayload& p, const std::string& diges
     if (p.case_ids.empty()) {
       ins->bind_null(10);
     } else {
-      ins->bind(10, nlohmann::json(p.case_ids).dump());
+      ins->bind(10, json_text::dump(p.case_ids));
     }
     ins->run();
   }

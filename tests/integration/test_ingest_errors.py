@@ -117,6 +117,27 @@ class IngestErrorsTest(SharedDaemonTest):
                 self.assertRejected(resp, 404, openrosa=False)
                 self.assertIn("error", resp.json(), resp.body)
 
+    def test_non_utf8_in_the_target_is_a_400_and_the_connection_serves_on(self):
+        # Issue 12's defect: POST /a/demo/apps/%FF stored an app change and then dropped the
+        # connection unanswered (the 201's JSON could not be written), so the client retried.
+        cases = [("POST", "/a/demo/apps/%FF", "app id", False),
+                 ("POST", "/a/%FF/receiver", "project space", True),
+                 ("POST", "/a/demo/receiver?app_id=%C3%28", "app id", True),
+                 ("GET", "/a/demo/receiver/attachments/%ED%A0%80/x", "form id", False)]
+        for method, path, part, openrosa in cases:
+            with self.subTest(path=path):
+                resp = submit(self.d.port, b"", method=method, path=path, content_type="application/json")
+                self.assertRejected(resp, 400, openrosa=openrosa)
+                text = resp.openrosa()["message"] if openrosa else resp.json()["error"]
+                self.assertIn(f"the {part} in the request target is not UTF-8", text)
+        # A path that routes nowhere is answered too, its bytes replaced in the JSON.
+        resp = submit(self.d.port, b"", path="/x%FF")
+        self.assertRejected(resp, 404, openrosa=False)
+        self.assertIn("/x\ufffd ", resp.json()["error"])
+        # And the daemon goes on serving.
+        iid, form = unique_form()
+        self.assertEqual(self.d.submit(form).status, 201)
+
     def test_wrong_method_405(self):
         for method in ("GET", "PUT", "DELETE"):
             with self.subTest(method=method):
