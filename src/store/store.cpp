@@ -33,6 +33,27 @@ namespace {
 // Transaction control runs for every job; prepared once, it costs no parsing.
 void step(Db& db, const char* sql) { StmtGuard(db.prepare(sql))->run(); }
 
+// What an operator can do about the errors that stop a start (SQLite's primary result codes).
+std::string open_advice(int code) {
+  switch (code & 0xff) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      return ". The file is damaged or is not a repeaterd database; nothing was changed. Restore it from a backup, "
+             "or move it (with its -wal and -shm files) aside to start on an empty queue and recover what it holds "
+             "with `sqlite3 FILE .recover` (docs/operations.md, \"A damaged database\")";
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return ". The file, its -wal and -shm files and its directory must be writable by the user repeaterd runs as "
+             "(the packaged service runs as user repeaterd)";
+    case SQLITE_FULL:
+      return ". The disk is full: free space on its filesystem and start again";
+    default:
+      return {};
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> Store::open(const Options& options) {
@@ -40,6 +61,8 @@ Result<std::unique_ptr<Store>> Store::open(const Options& options) {
     std::error_code ec;
     auto parent = std::filesystem::path(options.path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    auto lock = OwnerLock::take(options.path);
+    if (!lock) return lock.error();
     auto db = std::make_unique<Db>(options.path, Db::Mode::read_write);
     sqlite3_busy_timeout(db->handle(), options.busy_timeout_ms);
     // WAL lets readers (admin, sqlite3 CLI) work beside the writer; FULL syncs the WAL on
@@ -69,15 +92,16 @@ Result<std::unique_ptr<Store>> Store::open(const Options& options) {
                    "interrupted, {} record(s) due again now",
                    interrupted, requeued);
     }
-    return std::unique_ptr<Store>(new Store(std::move(db), options));
+    return std::unique_ptr<Store>(new Store(std::move(lock).value(), std::move(db), options));
   } catch (const SqliteError& e) {
-    return make_error("cannot open the queue database " + options.path + ": " + e.what());
+    return make_error("cannot open the queue database " + options.path + ": " + e.what() + open_advice(e.code()));
   } catch (const std::exception& e) {
     return make_error("cannot open the queue database " + options.path + ": " + e.what());
   }
 }
 
-Store::Store(std::unique_ptr<Db> db, Options options) : options_(std::move(options)), db_(std::move(db)) {
+Store::Store(OwnerLock lock, std::unique_ptr<Db> db, Options options)
+    : lock_(std::move(lock)), options_(std::move(options)), db_(std::move(db)) {
   writer_ = std::thread([this] { writer_loop(); });
 }
 

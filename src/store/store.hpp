@@ -25,6 +25,7 @@
 #include "repeaterd/result.hpp"
 #include "repeaterd/time.hpp"
 #include "store/notification.hpp"
+#include "store/owner_lock.hpp"
 
 namespace repeaterd::store {
 
@@ -205,7 +206,8 @@ struct Options {
 
 class Store {
  public:
-  // Opens (creating) the database, applies migrations, records attempts that were in flight
+  // Takes the database's owner lock (store/owner_lock.hpp: a second process is refused), opens
+  // (creating) the database, applies migrations, records attempts that were in flight
   // when the last process died as 'interrupted' and makes their records due now.
   static Result<std::unique_ptr<Store>> open(const Options& options);
   ~Store();  // finishes queued jobs, then stops the writer
@@ -320,7 +322,7 @@ class Store {
   std::uint64_t jobs_committed() const;
 
  private:
-  explicit Store(std::unique_ptr<Db> db, Options options);
+  Store(OwnerLock lock, std::unique_ptr<Db> db, Options options);
   void writer_loop();
 
   struct Pending {
@@ -328,6 +330,7 @@ class Store {
     Done done;
   };
 
+  OwnerLock lock_;  // first in, last out: held until the database is closed
   Options options_;
   std::unique_ptr<Db> db_;  // owned by the writer thread once it starts
   mutable std::mutex mu_;

@@ -2,6 +2,7 @@
 #include "store/store.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -75,6 +76,19 @@ class StoreTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::string path_;
 };
+
+TEST_F(StoreTest, OneStoreAtATimeOwnsTheDatabase) {
+  auto first = open();
+  auto second = Store::open(Options{path_});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().message,
+            "the queue database " + path_ + " is in use by another repeaterd process (pid " +
+                std::to_string(::getpid()) + "), which holds " + path_ +
+                ".lock. Two daemons on one queue would send every record twice: stop the other one first, or give "
+                "this configuration its own storage.path");
+  first.reset();  // closing releases it
+  EXPECT_TRUE(Store::open(Options{path_}).ok());
+}
 
 TEST_F(StoreTest, IngestStoresPayloadAndRecords) {
   auto s = open();
