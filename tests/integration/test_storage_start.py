@@ -21,7 +21,14 @@ class StorageStartTest(DaemonTestCase):
         cmd = [str(binary()), "--config", str(path)]
         if user:
             ids = pwd.getpwnam(user)
-            cmd = ["setpriv", f"--reuid={ids.pw_uid}", f"--regid={ids.pw_gid}", "--clear-groups", *cmd]
+            drop = ["setpriv", f"--reuid={ids.pw_uid}", f"--regid={ids.pw_gid}", "--clear-groups"]
+            if subprocess.run([*drop, cmd[0], "--version"], capture_output=True, timeout=30).returncode != 0:
+                # The checkout is not reachable for that user (under /root): run a copy.
+                copy = self.workdir(name) / "repeaterd"
+                shutil.copy(cmd[0], copy)
+                copy.chmod(0o755)
+                cmd[0] = str(copy)
+            cmd = [*drop, *cmd]
         run = subprocess.run(cmd, cwd=self.tmp, capture_output=True, text=True, timeout=30)
         self.assertEqual(run.returncode, 1, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}")
         return run
