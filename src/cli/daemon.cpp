@@ -39,6 +39,33 @@ namespace asio = boost::asio;
 using asio::awaitable;
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
+namespace {
+
+// REPEATERD_TEST_FAULT_* (docs/operations.md, "Testing hooks"): bugs on demand, for the tests of
+// what a bug in forwarding costs.
+scheduler::TestFaults test_faults_from_env() {
+  scheduler::TestFaults f;
+  if (const char* v = std::getenv("REPEATERD_TEST_FAULT_PAYLOAD"); v != nullptr && *v != '\0') {
+    f.payload_id = v;
+    spdlog::warn("!!! TEST HOOK REPEATERD_TEST_FAULT_PAYLOAD={} is set: every attempt of that payload's records "
+                 "throws. This is for tests only; unset it in production. !!!", f.payload_id);
+  }
+  if (const char* v = std::getenv("REPEATERD_TEST_FAULT_WORKER_PASSES"); v != nullptr && *v != '\0') {
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end != '\0' || n < 1 || n > 100) {
+      spdlog::error("REPEATERD_TEST_FAULT_WORKER_PASSES=\"{}\" ignored: it takes a whole number from 1 to 100", v);
+    } else {
+      f.worker_passes = static_cast<int>(n);
+      spdlog::warn("!!! TEST HOOK REPEATERD_TEST_FAULT_WORKER_PASSES={} is set: each connection's loop throws on "
+                   "its first {} passes. This is for tests only; unset it in production. !!!", n, n);
+    }
+  }
+  return f;
+}
+
+}  // namespace
+
 int run_daemon(config::Config initial) {
   // The config in force; a reload swaps it (see reload below). What cannot change while running
   // (the listeners, the database, the event log file) is read from the config it started with.
@@ -93,6 +120,7 @@ int run_daemon(config::Config initial) {
       forward_io.get_executor(), boot, *store, events,
       [&notifier] { notifier->wake(); },
       paused, &metrics);
+  scheduler.inject_faults(test_faults_from_env());
   ingest::Receiver receiver(holder, *store, events, [&](const std::string& r) { scheduler.notify(r); });
   ingest::Server server(io.get_executor(), config.listen,
                         [&](ingest::IncomingRequest req) { return receiver.handle(std::move(req)); },

@@ -99,8 +99,9 @@ class Worker {
   Worker(asio::any_io_executor ex, std::shared_ptr<const config::Config> created, const config::Connection& connection,
          const std::set<std::string>& operator_paused, store::Store& store, EventLog& events,
          std::function<void()> on_notification, ActivityBoard& board, Metrics* metrics,
-         std::function<Micros()> clock)
+         std::function<Micros()> clock, const TestFaults& faults)
       : created_(std::move(created)),
+        faults_(faults),
         operator_paused_(operator_paused),
         on_notification_(std::move(on_notification)),
         board_(board),
@@ -113,6 +114,7 @@ class Worker {
         client_(ex, connection),
         auth_(ex, connection),
         timer_(ex),
+        restart_timer_(ex),
         random_(std::random_device{}()),
         circuit_(connection.circuit),
         pacer_(connection.max_in_flight) {
@@ -145,7 +147,10 @@ class Worker {
     wake();
   }
 
-  void start() { spawn_logged(executor_, run(), "scheduler[" + connection_.name + "]"); }
+  void start() {
+    fault_passes_left_ = faults_.worker_passes;
+    spawn_logged(executor_, supervise(), "scheduler[" + connection_.name + "]");
+  }
 
   void wake() {
     dirty_ = true;
@@ -155,6 +160,7 @@ class Worker {
   void stop() {
     stopping_ = true;
     timer_.cancel();
+    restart_timer_.cancel();
     client_.close_idle();
   }
 
@@ -181,8 +187,46 @@ class Worker {
     return {};
   }
 
+  // Runs the loop, and runs it again after a delay when a bug makes it throw: a connection
+  // whose loop died would stop forwarding for good while the daemon looked healthy.
+  awaitable<void> supervise() {
+    constexpr Duration kFirstDelay = std::chrono::seconds(1);
+    constexpr Duration kMaxDelay = std::chrono::seconds(60);
+    Duration delay = kFirstDelay;
+    while (!stopping_) {
+      const Micros started = clock_();
+      bool failed = false;
+      std::string failure;
+      try {
+        co_await run();
+      } catch (const std::exception& e) {
+        failed = true;
+        failure = e.what();
+      }
+      if (!failed || stopping_) break;
+      // A loop that ran a while before failing starts the delays over.
+      if (clock_() - started > std::chrono::microseconds(kMaxDelay).count()) delay = kFirstDelay;
+      const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(delay).count();
+      spdlog::critical("scheduler[{}]: the connection's loop failed: {}; restarting it in {} ms (a bug: please "
+                       "report it with this line)",
+                       connection_.name, failure, delay_ms);
+      events_.emit("scheduler.worker_failed",
+                   {{"connection", connection_.name}, {"error", failure}, {"restart_in_ms", delay_ms}});
+      restart_timer_.expires_after(delay);
+      co_await restart_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      delay = std::min(delay * 2, kMaxDelay);
+    }
+    // Set here, not by a guard's destructor: a frame destroyed with the io_context after the
+    // scheduler is gone must not write into a freed worker.
+    run_ended_ = true;
+  }
+
   awaitable<void> run() {
     while (!stopping_) {
+      if (fault_passes_left_ > 0) {
+        --fault_passes_left_;
+        throw std::runtime_error("injected fault (REPEATERD_TEST_FAULT_WORKER_PASSES)");
+      }
       dirty_ = false;
       const Micros now = clock_();
       const Want w = want(now);
@@ -229,9 +273,6 @@ class Worker {
       }
       co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    // Set here, not by a guard's destructor: a frame destroyed with the io_context after the
-    // scheduler is gone must not write into a freed worker.
-    run_ended_ = true;
   }
 
   // One in-flight slot: sends its record, stores the outcome and, in the same store job,
@@ -244,23 +285,72 @@ class Worker {
     while (next) {
       store::ClaimedRecord rec = std::move(*next);
       next.reset();
-      const Attempt done = co_await attempt(rec, *view, probe);
-      probe = false;
-      bool applied = true;
-      const bool chain = circuit_.closed() && in_flight_ <= pacer_.limit();
-      next = co_await store_outcome(done.outcome, chain, applied, view);
-      board_.ended(rec.repeater, connection_.name, rec.id, done.outcome.succeeded, done.outcome.error, clock_(),
-                   pacer_.limit());
-      if (metrics_) metrics_->attempt(connection_.name, outcome_label(done.cls), static_cast<double>(done.outcome.duration_ms) / 1000.0);
-      report(rec, done, applied);
-      if (done.change.what != Circuit::Change::What::none) circuit_changed(done.change, done.outcome.error);
-      else if (!circuit_.closed()) board_.circuit(connection_.name, circuit_, pacer_.limit());  // a probe failed
+      bool stored = false;  // the outcome is in the database
+      bool failed = false;
+      std::string failure;
+      try {
+        const Attempt done = co_await attempt(rec, *view, probe);
+        probe = false;
+        bool applied = true;
+        const bool chain = circuit_.closed() && in_flight_ <= pacer_.limit();
+        next = co_await store_outcome(done.outcome, chain, applied, view);
+        stored = true;
+        board_.ended(rec.repeater, connection_.name, rec.id, done.outcome.succeeded, done.outcome.error, clock_(),
+                     pacer_.limit());
+        if (metrics_) metrics_->attempt(connection_.name, outcome_label(done.cls), static_cast<double>(done.outcome.duration_ms) / 1000.0);
+        report(rec, done, applied);
+        if (done.change.what != Circuit::Change::What::none) circuit_changed(done.change, done.outcome.error);
+        else if (!circuit_.closed()) board_.circuit(connection_.name, circuit_, pacer_.limit());  // a probe failed
+      } catch (const std::exception& e) {
+        failed = true;
+        failure = e.what();
+      }
+      if (failed) {
+        spdlog::error("attempt[{}]: record {}: internal error: {}{}", connection_.name, rec.id, failure,
+                      stored ? " (after its outcome was stored)" : "; the attempt is stored as failed");
+        if (probe) circuit_.probe_unused();
+        probe = false;
+        if (!stored) co_await store_internal_error(rec, *view, failure);
+      }
       if (next) board_.started(next->repeater, connection_.name);
       // The limit grew past what is in flight: the loop claims the difference.
       if (circuit_.closed() && pacer_.limit() > in_flight_) wake();
     }
     --in_flight_;
     wake();
+  }
+
+  // A bug made an attempt throw before its outcome was stored: store it as a failed attempt,
+  // retried under the record's policy like any failure (a record that always throws ends
+  // cancelled, with its event and email), and tell the event log. Nothing here may throw: the
+  // slot must be freed.
+  awaitable<void> store_internal_error(const store::ClaimedRecord& rec, const View& view, const std::string& what) {
+    bool ok = false;
+    Attempt a;
+    try {
+      const config::Repeater* repeater = view.repeaters.at(rec.repeater);
+      const std::string error = "internal error in repeaterd (the journal has the details): " + what;
+      const Micros now = clock_();
+      const double unit_random = std::uniform_real_distribution<double>(0.0, 1.0)(random_);
+      a.cls = ErrorClass::retryable;
+      a.decision = decide(repeater->retry, a.cls, rec.round_attempt, rec.client_errors, std::nullopt, error, now,
+                          unit_random);
+      fill_outcome(a, rec, view, nullptr, error, false);
+      ok = true;
+    } catch (const std::exception& e) {
+      spdlog::error("attempt[{}]: record {}: cannot build its outcome: {}; it is retried at the next start",
+                    connection_.name, rec.id, e.what());
+    }
+    if (!ok) co_return;
+    bool applied = true;
+    std::shared_ptr<const View> unused = view_;
+    co_await store_outcome(a.outcome, false, applied, unused);
+    board_.ended(rec.repeater, connection_.name, rec.id, false, a.outcome.error, clock_(), pacer_.limit());
+    try {
+      report(rec, a, applied);
+    } catch (const std::exception& e) {
+      spdlog::error("attempt[{}]: record {}: cannot log its outcome: {}", connection_.name, rec.id, e.what());
+    }
   }
 
   struct Attempt {
@@ -273,6 +363,9 @@ class Worker {
   // Runs on the settings of `view` (the config when the record was claimed), whatever a reload
   // does meanwhile.
   awaitable<Attempt> attempt(store::ClaimedRecord& rec, const View& view, bool probe) {
+    if (!faults_.payload_id.empty() && rec.payload_id == faults_.payload_id) {
+      throw std::runtime_error("injected fault (REPEATERD_TEST_FAULT_PAYLOAD)");
+    }
     const config::Repeater* repeater = view.repeaters.at(rec.repeater);
     auto body = store::claimed_body(rec);
     if (!body.ok()) {
@@ -539,6 +632,8 @@ class Worker {
   };
 
   const std::shared_ptr<const config::Config> created_;  // owns connection_
+  const TestFaults& faults_;
+  int fault_passes_left_ = 0;
   const std::set<std::string>& operator_paused_;
   std::function<void()> on_notification_;
   ActivityBoard& board_;
@@ -552,6 +647,7 @@ class Worker {
   sender::Authenticator auth_;
   std::optional<sender::TokenBucket> bucket_;
   asio::steady_timer timer_;
+  asio::steady_timer restart_timer_;  // supervise(): the delay before a failed loop runs again
   std::mt19937_64 random_;
   Circuit circuit_;
   Pacer pacer_;
@@ -597,7 +693,7 @@ void Scheduler::apply(std::shared_ptr<const config::Config> config) {
       continue;
     }
     auto w = std::make_unique<Worker>(executor_, config, c, operator_paused_, store_, events_, on_notification_, *board_,
-                                      metrics_, clock_);
+                                      metrics_, clock_, faults_);
     if (started_) w->start();
     next[c.name] = std::move(w);
   }
@@ -640,6 +736,8 @@ Snapshot Scheduler::snapshot() const {
 }
 
 Scheduler::~Scheduler() = default;
+
+void Scheduler::inject_faults(TestFaults faults) { faults_ = std::move(faults); }
 
 void Scheduler::start() {
   started_ = true;

@@ -59,6 +59,18 @@ struct Snapshot {
   std::map<std::string, Activity> connections;
 };
 
+// Faults tests inject through REPEATERD_TEST_FAULT_* (docs/operations.md, "Testing hooks") to
+// drive the containment below; none in production.
+struct TestFaults {
+  std::string payload_id;  // every attempt of a record of this payload throws inside its slot
+  int worker_passes = 0;   // each connection worker's loop throws on its first N passes
+};
+
+// What an unexpected exception (a bug) costs: inside an attempt's slot, that attempt, which is
+// stored as failed ("internal error") and retried under the record's retry policy, so one
+// record that always throws ends cancelled, with its email, while the rest flow; the slot is
+// freed either way. Escaping a connection worker's loop, a restart of that loop after 1 s,
+// doubling to 60 s while it keeps failing, with a `scheduler.worker_failed` event each time.
 class Scheduler {
  public:
   // `on_notification` is called (on the executor) after an attempt's outcome queued a
@@ -75,6 +87,8 @@ class Scheduler {
 
   // Starts the connection workers, the queue summary and the retention purge.
   void start();
+  // REQUIRES: before start().
+  void inject_faults(TestFaults faults);
 
   // A reload: from now on, work to `config` (see apply() in scheduler.cpp). Callable from any
   // thread; takes effect on the executor.
@@ -112,6 +126,7 @@ class Scheduler {
   std::function<Micros()> clock_;
   // Repeaters an operator paused; the workers read it (declared first: it outlives them).
   std::set<std::string> operator_paused_;
+  TestFaults faults_;  // read by the workers (declared before them, like operator_paused_)
   std::map<std::string, std::unique_ptr<Worker>> workers_;  // by connection name
   std::vector<std::unique_ptr<Worker>> retired_;  // replaced by a reload; finishing what is in flight
   std::map<std::string, Worker*> worker_of_repeater_;
