@@ -21,6 +21,7 @@ enum class ErrorKind {
   conflict,   // it exists, but the action does not apply in its state
   busy,       // try again shortly (the store is locked, full, or stopping)
   io,         // the disk or the network failed
+  refused,    // the other side refused it for good (an SMTP 5xx): trying again as is will not help
 };
 
 struct Error {

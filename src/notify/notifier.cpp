@@ -72,6 +72,10 @@ Micros Notifier::pass() {
   Micros next = now + kMaxSleep;
   const auto config = config_.get();
   if (!config->smtp) return next;  // no smtp section (yet): notifications wait in the store
+  if (config != seen_) {
+    requeue_refused(now);  // started, or reloaded
+    seen_ = config;
+  }
   compose_due(*config, now, next);
   send_due(*config->smtp, clock_());
   auto due = run_job<std::optional<Micros>>(store_, [](store::Db& db) { return store::Store::next_email_due(db); });
@@ -121,6 +125,15 @@ void Notifier::compose_due(const config::Config& config, Micros now, Micros& nex
   }
 }
 
+void Notifier::requeue_refused(Micros now) {
+  auto n = run_job<int>(store_, [now](store::Db& db) { return store::Store::requeue_refused_emails(db, now); });
+  if (!n.ok()) {
+    spdlog::error("notifier: cannot queue the refused emails again: {}", n.error().message);
+  } else if (*n > 0) {
+    spdlog::info("notifier: {} email(s) the SMTP server had refused are queued again (after a start or reload)", *n);
+  }
+}
+
 void Notifier::send_due(const config::Smtp& smtp, Micros now) {
   auto due = run_job<std::vector<store::OutboxEmail>>(
       store_, [now](store::Db& db) { return store::Store::due_emails(db, now, kSendBatch); });
@@ -160,12 +173,22 @@ void Notifier::send_due(const config::Smtp& smtp, Micros now) {
     const Micros next_try = at + delay;
     const std::int64_t id = e.id;
     const std::string error = sent.error().message;
-    auto r = run_job<bool>(store_, [id, error, next_try](store::Db& db) {
-      store::Store::email_failed(db, id, error, next_try);
-      return true;
+    const bool refusal = sent.error().kind == ErrorKind::refused;
+    auto r = run_job<bool>(store_, [id, error, refusal, next_try](store::Db& db) {
+      return store::Store::email_failed(db, id, error, refusal, kMaxRefusals, next_try);
     });
     if (!r.ok()) spdlog::error("notifier: cannot record the failure of email {}: {}", id, r.error().message);
+    const bool set_aside = r.ok() && *r;
     fields["error"] = error;
+    fields["permanent"] = set_aside;
+    if (set_aside) {
+      events_.emit("notify.failed", std::move(fields));
+      spdlog::error("notifier: email {} to {} refused for good by the SMTP server ({} refusals): {}; it is kept "
+                    "(emails table, state 'refused') and tried again after the next reload or restart: fix the cause "
+                    "(the smtp settings, the sender, the connection's notify addresses) and reload",
+                    id, e.connection, kMaxRefusals, error);
+      continue;
+    }
     fields["next_try_at"] = format_iso8601(next_try);
     events_.emit("notify.failed", std::move(fields));
     spdlog::warn("notifier: email {} to {} not sent: {}; next try {}", id, e.connection, error,

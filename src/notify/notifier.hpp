@@ -7,8 +7,12 @@
 //   notifications and its window has ended (or it never had one), everything pending goes into
 //   one email (one event: a detailed email; several: a summary) and a new window starts. A
 //   circuit change does not wait for the window (notify/throttle.hpp);
-// - sends due emails from the outbox, retrying with backoff while the server is unreachable,
-//   and records each outcome in the event log (notify.sent, notify.failed).
+// - sends due emails from the outbox, a connection's in the order they were queued, retrying
+//   with backoff while the server is unreachable or refuses for now (4xx), and records each
+//   outcome in the event log (notify.sent, notify.failed). An email the server refuses for good
+//   (5xx) kMaxRefusals times is set aside ('refused', notify.failed with permanent: true) and
+//   kept for the operator; a restart or reload queues it again, since what fixes a permanent
+//   refusal (credentials, the sender, an address) is a config change.
 // Everything it decides is in the database first, so a restart loses and repeats nothing.
 #pragma once
 
@@ -28,6 +32,8 @@ namespace repeaterd::notify {
 
 class Notifier {
  public:
+  static constexpr int kMaxRefusals = 3;
+
   // Starts the thread. Each pass reads the config in force (a reload may add, change or remove
   // the smtp section; without one the notifier waits). `metrics` (optional, not owned, must
   // outlive the notifier) counts each send and failed send. `clock` gives every "now" the
@@ -47,6 +53,7 @@ class Notifier {
   Micros pass();
   void compose_due(const config::Config& config, Micros now, Micros& next);
   void send_due(const config::Smtp& smtp, Micros now);
+  void requeue_refused(Micros now);
 
   config::ConfigHolder& config_;
   store::Store& store_;
@@ -55,6 +62,7 @@ class Notifier {
   const std::function<Micros()> clock_;
   std::mutex mu_;
   std::condition_variable cv_;
+  std::shared_ptr<const config::Config> seen_;  // the config of the last pass (notifier thread)
   bool woken_ = false;     // GUARDED_BY(mu_)
   bool stopping_ = false;  // GUARDED_BY(mu_)
   SmtpCancel cancel_;  // abandons a send in progress at shutdown

@@ -129,10 +129,10 @@ Status send_mail(const SmtpSettings& smtp, const std::string& from, const std::v
   const std::string shown_url = one_line(without_userinfo(smtp.url));
   // Every message leaves through here, so this is where the password is kept out of errors,
   // whatever libcurl or the server chose to echo.
-  auto fail = [&](std::string text) -> Status {
+  auto fail = [&](std::string text, ErrorKind kind = ErrorKind::failed) -> Status {
     std::string out = "SMTP " + shown_url + ": " + std::move(text);
     replace_all(out, smtp.password, "[redacted]");
-    return make_error(std::move(out));
+    return make_error(std::move(out), kind);
   };
 
   std::string scheme_buf;
@@ -224,7 +224,10 @@ Status send_mail(const SmtpSettings& smtp, const std::string& from, const std::v
   if (code >= 400) {
     text += " (server said: " + (last_error_reply.empty() ? std::to_string(code) : last_error_reply) + ")";
   }
-  return fail(std::move(text));
+  // RFC 5321 4.2.1: a 5yz reply is a permanent refusal (sending the same again will not help),
+  // a 4yz one a temporary one.
+  const bool permanent = last_error_reply.empty() ? code >= 500 : last_error_reply.front() == '5';
+  return fail(std::move(text), permanent ? ErrorKind::refused : ErrorKind::failed);
 }
 
 }  // namespace repeaterd::notify

@@ -45,7 +45,8 @@ struct SmtpSettings {
 
 // Sends `message` from `from` to every address in `to`. Errors say what failed ("connect to
 // 127.0.0.1:2525: Connection refused", "SMTP AUTH refused: 535 ...") and never contain the
-// password.
+// password. The server's permanent refusal (a 5xx reply) is ErrorKind::refused; anything else
+// (unreachable, TLS, a timeout, a 4xx) may pass and is ErrorKind::failed.
 Status send_mail(const SmtpSettings& smtp, const std::string& from, const std::vector<std::string>& to,
                  const std::string& message);
 

@@ -254,6 +254,19 @@ UPDATE sqlite_schema SET sql = replace(sql,
   WHERE type = 'table' AND name = 'attempts';
 PRAGMA writable_schema = RESET;
 )sql",
+    // 10: an email the SMTP server refused for good (5xx) three times (notify/notifier.hpp) is set
+    // aside as 'refused' (kept for the operator, tried again after a restart or reload);
+    // `refusals` counts those answers since it was last queued. The CHECK gains the state as
+    // comparisons (see 9), by the same documented edit of sqlite_schema.
+    R"sql(
+ALTER TABLE emails ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema SET sql = replace(sql,
+    'CHECK (state IN (''pending'', ''sent''))',
+    'CHECK (state = ''pending'' OR state = ''sent'' OR state = ''refused'')')
+  WHERE type = 'table' AND name = 'emails';
+PRAGMA writable_schema = RESET;
+)sql",
 };
 
 }  // namespace

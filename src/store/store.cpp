@@ -752,8 +752,9 @@ std::int64_t Store::queue_email(Db& db, const std::string& connection, const std
 std::vector<OutboxEmail> Store::due_emails(Db& db, Micros now, std::size_t limit) {
   std::vector<OutboxEmail> out;
   StmtGuard q(db.prepare(
-      "SELECT id, connection, recipients, message, events, attempts FROM emails WHERE state = 'pending' "
-      "AND next_try_at <= ?1 ORDER BY next_try_at LIMIT ?2"));
+      "SELECT id, connection, recipients, message, events, attempts FROM emails e WHERE state = 'pending' "
+      "AND next_try_at <= ?1 AND NOT EXISTS (SELECT 1 FROM emails o WHERE o.state = 'pending' "
+      "AND o.connection = e.connection AND o.id < e.id) ORDER BY id LIMIT ?2"));
   q->bind(1, now).bind(2, static_cast<std::int64_t>(limit));
   while (q->step()) {
     OutboxEmail e;
@@ -786,10 +787,20 @@ void Store::email_sent(Db& db, std::int64_t id, Micros now) {
   up->bind(1, id).bind(2, now).run();
 }
 
-void Store::email_failed(Db& db, std::int64_t id, const std::string& error, Micros next_try_at) {
+bool Store::email_failed(Db& db, std::int64_t id, const std::string& error, bool refusal, int max_refusals,
+                         Micros next_try_at) {
   StmtGuard up(db.prepare(
-      "UPDATE emails SET attempts = attempts + 1, last_error = ?2, next_try_at = ?3 WHERE id = ?1"));
-  up->bind(1, id).bind(2, error).bind(3, next_try_at).run();
+      "UPDATE emails SET attempts = attempts + 1, last_error = ?2, next_try_at = ?3, refusals = refusals + ?4, "
+      "state = CASE WHEN refusals + ?4 >= ?5 THEN 'refused' ELSE state END WHERE id = ?1 RETURNING state"));
+  up->bind(1, id).bind(2, error).bind(3, next_try_at).bind(4, static_cast<std::int64_t>(refusal ? 1 : 0));
+  up->bind(5, static_cast<std::int64_t>(max_refusals));
+  const bool refused = up->step() && up->text(0) == "refused";
+  return refused;
+}
+
+int Store::requeue_refused_emails(Db& db, Micros now) {
+  StmtGuard up(db.prepare("UPDATE emails SET state = 'pending', refusals = 0, next_try_at = ?1 WHERE state = 'refused'"));
+  return up->bind(1, now).run();
 }
 
 std::vector<RepeaterSummary> Store::summarize(Db& db, Micros now) {

@@ -303,10 +303,21 @@ class Store {
   // starts the connection's throttle window at `now`.
   static std::int64_t queue_email(Db& db, const std::string& connection, const std::vector<std::string>& recipients,
                                   const std::string& message, int events, std::int64_t last_id, Micros now);
+  // Emails to send now, at most one per connection: its oldest pending one, and only once it
+  // is due, so a connection's emails go out in the order their events happened (a summary never
+  // overtakes the first-failure email it follows, whatever retries delayed that one).
   static std::vector<OutboxEmail> due_emails(Db& db, Micros now, std::size_t limit);
   static std::optional<Micros> next_email_due(Db& db);
   static void email_sent(Db& db, std::int64_t id, Micros now);
-  static void email_failed(Db& db, std::int64_t id, const std::string& error, Micros next_try_at);
+  // A failed try. A permanent refusal (the server's 5xx) counts toward `max_refusals`: the email
+  // reaching it is set aside as 'refused' (true is returned) and no longer holds back the
+  // connection's later emails; anything else is tried again at `next_try_at`.
+  static bool email_failed(Db& db, std::int64_t id, const std::string& error, bool refusal, int max_refusals,
+                           Micros next_try_at);
+  // Refused emails are queued again (each gets max_refusals more tries), due at `now`: after a
+  // start or a reload, which is how an operator's fix (credentials, sender address) is taken
+  // up. Returns how many.
+  static int requeue_refused_emails(Db& db, Micros now);
   static std::vector<RepeaterSummary> summarize(Db& db, Micros now);
   // Deletes succeeded/cancelled records last updated before `cutoff`, their attempts, and
   // payloads older than cutoff that no record uses; at most `limit` records a call.

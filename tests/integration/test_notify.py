@@ -547,6 +547,64 @@ class NotifyDeliveryTest(DaemonTestCase, EmailAssertions):
         self.assertEqual(mails[0].message()["Message-ID"], mails[1].message()["Message-ID"],
                          "a retry sends the same message again")
 
+    def test_3_a_5xx_is_tried_3_times_then_kept(self):
+        """A permanent refusal is tried three times, then kept for the operator; a reload
+        queues it again."""
+        answer = {"reply": "554 5.7.1 Message rejected as spam"}
+        server = self.smtp_server(data_reply=lambda envelope: answer["reply"])
+        d, iid = self.one_failing(smtp_section(server.url()))
+        permanent = d.events.wait_event("notify.failed", connection="crm", timeout=15, permanent=True)[0]
+        failed = d.events.of("notify.failed", connection="crm")
+        self.assertEqual([e["permanent"] for e in failed], [False, False, True], failed)
+        self.assertEqual([e["attempt"] for e in failed], [1, 2, 3])
+        self.assertIn("554 5.7.1 Message rejected as spam", permanent["error"])
+        self.assertNotIn("next_try_at", permanent)
+        server.assert_quiet(3, 2.5)   # set aside: not tried again (the retry delay is at most 1 s)
+        self.assertEqual(d.db.query("SELECT state, refusals, last_error FROM emails"),
+                         [("refused", 3, permanent["error"])])
+        self.assertIn(f"email {permanent['email_id']} to crm refused for good by the SMTP server", d.stderr_text())
+        # The operator fixes the cause and reloads: the email is queued again and goes out.
+        answer["reply"] = "250 OK"
+        d.write_config()
+        d.proc.send_signal(signal.SIGHUP)
+        sent = d.events.wait_event("notify.sent", connection="crm", timeout=15)[0]
+        self.assertEqual(sent["email_id"], permanent["email_id"])
+        self.assertEqual(sent["attempt"], 4)
+        mails = server.wait_count(4, 5)
+        self.assertEqual([m.accepted for m in mails], [False, False, False, True])
+        self.assertIn(iid, mails[-1].body())
+        self.assertEqual(d.db.query("SELECT state FROM emails"), [("sent",)])
+
+    def test_3_emails_keep_their_order(self):
+        """After an SMTP outage, a connection's emails arrive in the order of their events."""
+        port = free_port()   # nothing listens here yet
+        # The first form fails (an email for the streak's first failure), the second is refused
+        # with 413 and cancelled (an email for every cancellation).
+        ep = self.endpoint(replies=[Reply(500, CRM_BODY)], default=Reply(413, b"too large"))
+        smtp = smtp_section(f"smtp://127.0.0.1:{port}", throttle="1s",
+                            retry={"initial": "300ms", "multiplier": 2, "max_delay": "10s"})
+        d = self.notify_daemon(smtp, [connection("crm", ep.url("/in"), notify=["ops@example.org"])],
+                               [repeater("to-crm", "crm", retry={"initial": "1h", "max_delay": "1h"})])
+        first, form = unique_form()
+        self.assertSubmitted(d.submit(form), 201, records=1)
+        # The first failure's email, refused by the absent server and retried with backoff: after
+        # five tries its next one is 4.8 s away.
+        d.events.wait_event("notify.failed", connection="crm", timeout=15, count=5)
+        second, form = unique_form()
+        self.assertSubmitted(d.submit(form), 201, records=1)
+        # The cancellation's email is queued after the throttle window (1 s); it is due at once,
+        # the first only at its next retry, and it must still wait for the first.
+        d.events.wait_for(lambda _: d.db.count("emails") == 2, 10, "a second email queued")
+        server = self.smtp_server(port=port)
+        mails = server.wait_count(2, 15)
+        server.assert_quiet(2, 1.5)
+        self.assertIn(first, mails[0].body())
+        self.assertNotIn(second, mails[0].body())
+        self.assertIn(second, mails[1].body())
+        sent = d.events.of("notify.sent", connection="crm")
+        self.assertEqual(len(sent), 2)
+        self.assertLess(sent[0]["email_id"], sent[1]["email_id"])
+
     # -- 5. TLS and AUTH
 
     def test_5_starttls_required_with_ca_file_and_auth_from_env(self):
@@ -890,13 +948,25 @@ connections:
 An email is queued in the database in the same transaction as the record's state change, so a
 crash or restart loses none. A separate worker sends it; while the SMTP server is down or
 refuses it for now (a 4xx answer), it is retried with the `smtp.retry` backoff. Forwarding
-never waits for email. Every outcome is in the event log:
+never waits for email. A connection's emails go out in the order their events happened: an
+email waits while an earlier one of the same connection is still being retried, so after an
+outage the first-failure email arrives before the summary that follows it.
+
+An email the SMTP server refuses for good (a 5xx answer: the sender or every recipient refused,
+AUTH failed, the message rejected) is tried three times in all, with the same backoff, and then
+set aside: `notify.failed` with `permanent: true` and the server's answer in `error`, a line in
+the journal, and the email kept in the queue database (`emails.state = 'refused'`, with
+`last_error`). It no longer holds back the connection's later emails. What fixes a permanent
+refusal is a change of settings (the credentials, `smtp.from`, the addresses), so the emails set
+aside are queued again, for three more tries, when repeaterd starts and after every reload.
+Every outcome is in the event log:
 
 - `notify.sent`: `connection`, `recipients`, `events` (how many failures, cancellations and
   circuit changes the email reported), `email_id` (the email's id in the queue) and `attempt`
   (which try delivered it);
-- `notify.failed`: the same fields, `error` (why the email could not be delivered) and
-  `next_try_at` (when it is tried again).
+- `notify.failed`: the same fields, `error` (why the email could not be delivered),
+  `permanent` (`true`: the server refused it for good and it was set aside, as above) and, when
+  it is tried again, `next_try_at`.
 
 ## Stopping these emails
 

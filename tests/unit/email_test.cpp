@@ -558,6 +558,8 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith('nobody'):
             return '550 5.1.1 No such user here'
+        if address.startswith('busy'):
+            return '450 4.2.1 Mailbox busy, try again later'
         envelope.rcpt_tos.append(address)
         return '250 OK'
 
@@ -718,7 +720,17 @@ TEST_F(EmailSendMail, FailsWhenEveryRecipientIsRefused) {
                               compose(message({failure()})));
   ASSERT_FALSE(st.ok());
   EXPECT_CONTAINS(st.error().message, "550 5.1.1 No such user here");
+  EXPECT_EQ(st.error().kind, ErrorKind::refused) << "a 5xx is a permanent refusal";
   EXPECT_FALSE(std::filesystem::exists(dir_.path() / "content"));
+}
+
+TEST_F(EmailSendMail, ATemporaryRefusalIsNotPermanent) {
+  START_SERVER(server, "plain");
+  const Status st = send_mail(settings(server), "repeaterd@example.org", {"busy@example.org"},
+                              compose(message({failure()})));
+  ASSERT_FALSE(st.ok());
+  EXPECT_CONTAINS(st.error().message, "450 4.2.1 Mailbox busy, try again later");
+  EXPECT_EQ(st.error().kind, ErrorKind::failed) << "a 4xx may pass";
 }
 
 TEST_F(EmailSendMail, AuthenticatesWithUsernameAndPassword) {
@@ -741,6 +753,7 @@ TEST_F(EmailSendMail, WrongPasswordSaysWhatTheServerSaidButNotThePassword) {
   ASSERT_FALSE(st.ok());
   const std::string& e = st.error().message;
   EXPECT_CONTAINS(e, "Login denied (server said: 535 5.7.8");
+  EXPECT_EQ(st.error().kind, ErrorKind::refused);
   EXPECT_CONTAINS(e, server.url());
   EXPECT_EQ(e.find("wrong-battery-staple"), std::string::npos) << e;
   EXPECT_EQ(e.find(base64_encode(std::string("\0alice\0wrong-battery-staple", 27))), std::string::npos) << e;
@@ -777,6 +790,7 @@ TEST_F(EmailSendMail, ConnectionRefusedNamesHostAndPort) {
   const std::string& e = st.error().message;
   EXPECT_CONTAINS(e, "127.0.0.1:" + std::to_string(port));
   EXPECT_CONTAINS(e, "Failed to connect");
+  EXPECT_EQ(st.error().kind, ErrorKind::failed) << "an unreachable server may come back";
   EXPECT_EQ(e.find("pw-in-url"), std::string::npos) << e;
   EXPECT_EQ(e.find("pw-in-settings"), std::string::npos) << e;
 }

@@ -462,6 +462,50 @@ TEST_F(StoreTest, Schema9ChecksCostNoTemporaryBTree) {
   EXPECT_EQ(check.text(0), "ok");
 }
 
+// Schema 10: an email refused for good three times is set aside ('refused'), stops holding back
+// the connection's later emails, and is queued again (for three more tries) on request.
+TEST_F(StoreTest, Schema10SetsARefusedEmailAsideAndQueuesItAgain) {
+  {
+    Db db(path_, Db::Mode::read_write);
+    migrate(db, 9);
+    db.exec("INSERT INTO emails (id, connection, created_at, recipients, message, events, state, next_try_at) "
+            "VALUES (1, 'crm', 1, '[\"a@x\"]', x'6d31', 1, 'pending', 1), "
+            "(2, 'crm', 2, '[\"a@x\"]', x'6d32', 1, 'pending', 1), (3, 'erp', 3, '[\"b@x\"]', x'6d33', 1, 'sent', 1)");
+    migrate(db, schema_version());
+    EXPECT_THROW(db.exec("UPDATE emails SET state = 'lost' WHERE id = 1"), SqliteError);
+  }
+  auto s = open();
+  const auto due_ids = [&](Micros now) {
+    auto due = run<std::vector<std::int64_t>>(*s, [now](Db& db) {
+      std::vector<std::int64_t> ids;
+      for (const auto& e : Store::due_emails(db, now, 10)) ids.push_back(e.id);
+      return ids;
+    });
+    return due.ok() ? *due : std::vector<std::int64_t>{-1};
+  };
+  // Email 2 waits for email 1 of the same connection, even when only 2 is due.
+  EXPECT_EQ(due_ids(10), (std::vector<std::int64_t>{1}));
+  const auto fail = [&](bool refusal, Micros next) {
+    auto r = run<bool>(*s, [refusal, next](Db& db) { return Store::email_failed(db, 1, "554 no", refusal, 3, next); });
+    return r.ok() && *r;
+  };
+  EXPECT_FALSE(fail(false, 100));  // a temporary failure never sets it aside
+  EXPECT_EQ(due_ids(10), (std::vector<std::int64_t>{}));  // 1 is not due, and 2 waits behind it
+  EXPECT_FALSE(fail(true, 100));
+  EXPECT_FALSE(fail(true, 100));
+  EXPECT_TRUE(fail(true, 100));  // the third refusal
+  EXPECT_EQ(count("SELECT COUNT(*) FROM emails WHERE id = 1 AND state = 'refused' AND refusals = 3 AND attempts = 4"),
+            1);
+  EXPECT_EQ(due_ids(10), (std::vector<std::int64_t>{2}));
+  auto requeued = run<int>(*s, [](Db& db) { return Store::requeue_refused_emails(db, 50); });
+  ASSERT_TRUE(requeued.ok());
+  EXPECT_EQ(*requeued, 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM emails WHERE id = 1 AND state = 'pending' AND refusals = 0 AND "
+                  "next_try_at = 50"),
+            1);
+  EXPECT_EQ(due_ids(60), (std::vector<std::int64_t>{1}));
+}
+
 // Adding a form to a case writes one row, found again in arrival order; an edit finds the cases
 // of the form's latest version on its payload row.
 TEST_F(StoreTest, CaseFormsAndTheCasesOfAForm) {
