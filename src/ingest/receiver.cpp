@@ -21,6 +21,7 @@
 #include "ingest/multipart.hpp"
 #include "payload/case.hpp"
 #include "payload/form_json.hpp"
+#include "payload/untrusted.hpp"
 #include "payload/xform.hpp"
 #include "store/async.hpp"
 #include "store/body_codec.hpp"
@@ -406,10 +407,8 @@ Receiver::Read Receiver::read_cases(IncomingRequest& request, const std::string&
     s.payload.content_type = "application/json";
   } else if (type == "text/xml" || type == "application/xml") {
     pugi::xml_document doc;
-    const auto parsed = doc.load_buffer(request.body.data(), request.body.size());
-    if (!parsed) {
-      const auto at = text_position(request.body, static_cast<std::size_t>(std::max<std::ptrdiff_t>(parsed.offset, 0)));
-      return status_error(400, "malformed XML at " + to_string(at) + ": " + parsed.description());
+    if (auto loaded = payload::load_untrusted_xml(doc, request.body); !loaded) {
+      return status_error(400, loaded.error().message);
     }
     auto blocks = payload::find_case_blocks(doc, request.body);
     if (!blocks) return status_error(422, blocks.error().message);
@@ -438,6 +437,9 @@ Receiver::Read Receiver::read_app_change(IncomingRequest& request, const std::st
   s.payload.received_on = now_micros();
   s.payload.content_type = request.content_type.empty() ? "application/json" : request.content_type;
   if (!boost::trim_copy(request.body).empty()) {
+    if (auto checked = payload::check_untrusted_json(request.body); !checked) {
+      return status_error(400, checked.error().message);
+    }
     auto j = nlohmann::json::parse(request.body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || (j.contains("build_id") && !j["build_id"].is_string())) {
       return status_error(400, "an app change is an empty body (the app was saved) or {\"build_id\": \"...\"} (a "

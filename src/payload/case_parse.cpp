@@ -14,6 +14,7 @@
 
 #include "common/text_position.hpp"
 #include "common/text.hpp"
+#include "payload/untrusted.hpp"
 
 namespace repeaterd::payload {
 namespace {
@@ -334,6 +335,7 @@ Result<CaseBlock> read_case_object(const json& obj, std::size_t number) {
 }  // namespace
 
 Result<std::vector<CaseBlock>> parse_case_json(std::string_view text) {
+  if (auto checked = check_untrusted_json(text); !checked) return checked.error();
   json doc;
   try {
     doc = json::parse(text.begin(), text.end());

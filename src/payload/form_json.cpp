@@ -20,6 +20,7 @@
 
 #include "common/text_position.hpp"
 #include "common/text.hpp"
+#include "payload/untrusted.hpp"
 #include "payload/datetime.hpp"
 
 #include <algorithm>
@@ -662,6 +663,7 @@ std::string render_form_json(const pugi::xml_node& form_root, const FormJsonFiel
 }
 
 Result<JsonSubmission> parse_json_submission(std::string_view body) {
+  if (auto checked = check_untrusted_json(body); !checked) return checked.error();
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(body.begin(), body.end());

@@ -8,6 +8,7 @@
 #include "common/ids.hpp"
 #include "common/text_position.hpp"
 #include "common/text.hpp"
+#include "payload/untrusted.hpp"
 
 namespace repeaterd::payload {
 namespace {
@@ -32,12 +33,7 @@ Result<XForm> parse_xform(std::string_view body) {
   if (body.empty()) return make_error("the request body is empty: expected an XForm instance (XML)");
   auto document = std::make_shared<pugi::xml_document>();
   pugi::xml_document& doc = *document;
-  const auto parsed = doc.load_buffer(body.data(), body.size(), pugi::parse_default | pugi::parse_ws_pcdata_single, pugi::encoding_auto);
-  if (!parsed) {
-    // pugixml reports a byte offset; people want line and column.
-    const auto at = text_position(body, static_cast<std::size_t>(std::max<std::ptrdiff_t>(parsed.offset, 0)));
-    return make_error("malformed XML at " + to_string(at) + ": " + parsed.description());
-  }
+  if (auto loaded = load_untrusted_xml(doc, body, pugi::parse_ws_pcdata_single); !loaded) return loaded.error();
   auto root = doc.document_element();
   if (!root) return make_error("the XML has no root element: expected an XForm instance");
 

@@ -1,6 +1,8 @@
 // Tests for payload/form_json: HQ's xml2json, the form API envelope HQ's form repeater sends
 // (each test names the upstream HQ test or code it follows), and Kobo-style JSON submissions.
 #include "payload/form_json.hpp"
+#include "payload/case.hpp"
+#include "payload/xform.hpp"
 
 #include <cstdlib>
 #include <filesystem>
@@ -536,6 +538,35 @@ constexpr const char* kKoboSample = R"({
   "_bamboo_dataset_id": "",
   "_attachments": []
 })";
+
+// payload/untrusted.hpp: JSON nested past 256 levels or not UTF-8 is refused before it is parsed;
+// form XML nested to the limit converts to JSON (the conversion recurses) without trouble.
+TEST(FormJson, NestingAndEncodingLimits) {
+  const auto deep = [](int depth) {
+    return R"({"meta": {"instanceID": "d"}, "q": )" + std::string(static_cast<std::size_t>(depth - 1), '[') +
+           std::string(static_cast<std::size_t>(depth - 1), ']') + "}";
+  };
+  EXPECT_TRUE(parse_json_submission(deep(256)).ok());
+  auto r = parse_json_submission(deep(257));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "the JSON nests deeper than 256 levels at line 1, column 291; no form or case needs that many");
+  // Brackets inside strings (escaped quotes too) are text, not nesting.
+  EXPECT_TRUE(parse_json_submission(R"({"meta": {"instanceID": "d"}, "q": "[[[\"[[[[{{{{"})").ok());
+  r = parse_json_submission("{\"meta\": {\"instanceID\": \"d\xFF\"}}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "the JSON is not valid UTF-8 at line 1, column 27 (JSON is UTF-8: RFC 8259 section 8.1)");
+  EXPECT_FALSE(parse_case_json(std::string(300, '[') + std::string(300, ']')).ok());
+
+  std::string xml = "<data xmlns=\"http://x\">";
+  for (int i = 1; i < 256; ++i) xml += "<a>";
+  xml += "v";
+  for (int i = 1; i < 256; ++i) xml += "</a>";
+  xml += "</data>";
+  auto form = parse_xform(xml);
+  ASSERT_TRUE(form.ok()) << form.error().message;
+  const std::string out = render_form_json(form->document->document_element(), seed_fields());
+  EXPECT_NE(out.find(R"({"a": "v"})"), std::string::npos);
+}
 
 TEST(ParseJsonSubmission, KoboSample) {
   const auto r = parse_json_submission(kKoboSample);

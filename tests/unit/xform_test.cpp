@@ -40,6 +40,41 @@ TEST(XForm, MalformedGivesLineAndColumn) {
   EXPECT_NE(f.error().message.find("line 3, column"), std::string::npos) << f.error().message;
 }
 
+std::string nested(int depth) {
+  std::string x = "<?xml version=\"1.0\"?><data xmlns=\"http://x\"><meta><instanceID>n</instanceID></meta>";
+  for (int i = 1; i < depth; ++i) x += "<a>";
+  for (int i = 1; i < depth; ++i) x += "</a>";
+  return x + "</data>";
+}
+
+// payload/untrusted.hpp: what is refused before anything walks a document.
+TEST(XForm, NestingIsLimitedTo256Levels) {
+  EXPECT_TRUE(parse_xform(nested(256)).ok());  // the root and 255 levels under it
+  auto f = parse_xform(nested(257));
+  ASSERT_FALSE(f.ok());
+  // The 257th level is the 256th <a>: the prolog, <data> and meta, then 255 × "<a>" before it.
+  EXPECT_EQ(f.error().message, "the XML nests deeper than 256 levels at line 1, column " +
+                                   std::to_string(1 + (nested(1).size() - 7) + 255 * 3) +
+                                   "; no form or case needs that many");
+  EXPECT_FALSE(parse_xform(nested(100000)).ok());
+}
+
+TEST(XForm, ADoctypeIsRefused) {
+  auto f = parse_xform("<?xml version=\"1.0\"?>\n<!DOCTYPE d [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\n"
+                       "<data><q>&x;</q></data>");
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.error().message.rfind("the XML declares a DOCTYPE at line 2, column 1: entity declarations are not "
+                                    "accepted", 0), 0u) << f.error().message;
+}
+
+TEST(XForm, BytesThatAreNotUtf8AreRefusedUnlessAnotherEncodingIsDeclared) {
+  auto f = parse_xform("<data>\n<q>caf\xE9</q></data>");
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.error().message.rfind("the XML is not valid UTF-8 at line 2, column 7", 0), 0u) << f.error().message;
+  EXPECT_TRUE(parse_xform("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><data><q>caf\xE9</q></data>").ok());
+  EXPECT_TRUE(parse_xform("<data><q>caf\xC3\xA9</q></data>").ok());
+}
+
 // HQ's FormProcessorSQL.new_xform: extract_meta_instance_id(form) or str(uuid.uuid4()).
 TEST(XForm, MissingInstanceIdGetsAGeneratedOne) {
   auto f = parse_xform("<f><meta><deviceID>x</deviceID></meta></f>");
