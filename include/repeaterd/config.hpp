@@ -34,6 +34,10 @@ struct Listen {
   Duration read_timeout = std::chrono::seconds(30);  // to receive a whole request. Default: 30s
   Duration idle_timeout = std::chrono::seconds(60);  // keep-alive between requests. Default: 60s
   std::uint32_t max_connections = 1024;  // concurrent client connections. Default: 1024
+  // Request bodies held in memory at once, over all connections (each is held from its first
+  // byte until its reply): a request that would go over waits for none and gets 503 with
+  // Retry-After before its body is read. At least max_body. Default: 256MiB, or max_body if larger
+  std::uint64_t max_body_memory = 256ull << 20;
   // How receivers reach this listener (http(s)://host[:port][/prefix], no trailing slash): the
   // base of the attachment URLs in form JSON. Default: none, and the URLs are left out.
   std::string public_url;

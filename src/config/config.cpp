@@ -50,7 +50,7 @@ const KeySet kSmtpTlsKeys{{"verify", "ca_file"}, {}};
 const KeySet kSmtpRetryKeys{{"initial", "multiplier", "max_delay"}, {}};
 constexpr std::array<std::string_view, 2> kStarttls{"when_offered", "required"};
 const KeySet kListenKeys{{"address", "port", "max_body", "max_header", "read_timeout",
-                          "idle_timeout", "max_connections", "public_url"},
+                          "idle_timeout", "max_connections", "max_body_memory", "public_url"},
                          {"tls"}};
 const KeySet kTokenKeys{{"domain", "token", "token_env", "token_file"}, {}};
 const KeySet kStorageKeys{{"path", "retention"}, {}};
@@ -299,6 +299,12 @@ class Loader {
     detail::read_duration(m, "idle_timeout", out.idle_timeout);
     detail::read_uint<std::uint32_t>(m, "max_connections", 1, "a whole number",
                                      out.max_connections);
+    if (const Field* f = detail::read_size(m, "max_body_memory", out.max_body_memory); f == nullptr) {
+      out.max_body_memory = std::max(out.max_body_memory, out.max_body);  // the default makes room for one
+    } else if (out.max_body_memory < out.max_body) {
+      reporter_.error(f->mark(), f->path + ": must be at least listen.max_body (" + std::to_string(out.max_body) +
+                                     " bytes), or no submission of the largest size allowed could ever be received");
+    }
     if (const Field* f = detail::read_string(m, "public_url", out.public_url, "an http:// or https:// URL")) {
       if (std::string problem = url_problem(out.public_url); !problem.empty()) {
         reporter_.error(f->mark(), f->path + ": " + problem);

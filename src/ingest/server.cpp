@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <boost/algorithm/string/predicate.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -14,6 +15,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -112,12 +114,47 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         tcp_acceptor(ex),
         unix_acceptor(ex) {}
 
-  // The server's own answers end the connection: the rest of the request was not read.
+  // The server's own answers end the connection: the rest of the request was not read. Its
+  // 503s are passing conditions, so they say when to come back.
   Reply own_error(int status, const std::string& message, const std::string& target) {
     Reply r = error_reply(status, message, target);
     r.close = true;
+    const bool has_retry_after = std::any_of(r.headers.begin(), r.headers.end(),
+                                             [](const auto& h) { return boost::iequals(h.first, "Retry-After"); });
+    if (status == 503 && !has_retry_after) r.headers.emplace_back("Retry-After", "5");
     return r;
   }
+
+  // Bytes of request bodies held in memory across this listener's connections, each counted
+  // from when its headers are read until its reply is written (the body is handed to the
+  // handler and held through its commit). Capped by listen.max_body_memory, so a flood of large
+  // submissions on many connections cannot take more memory than the operator allowed.
+  struct BodyMemory {
+    std::uint64_t held = 0;
+    // A request's share, given back when it is done with, on every path out of the loop.
+    struct Share {
+      BodyMemory* memory = nullptr;
+      std::uint64_t bytes = 0;
+      Share() = default;
+      Share(const Share&) = delete;
+      Share& operator=(const Share&) = delete;
+      ~Share() { release(); }
+      void release() {
+        if (memory != nullptr) memory->held -= bytes;
+        memory = nullptr;
+      }
+    };
+    // What the body will take: its Content-Length, or max_body when it is chunked (its length is
+    // not known until it has arrived).
+    bool take(Share& share, std::uint64_t bytes, std::uint64_t limit) {
+      if (bytes == 0) return true;
+      if (held + bytes > limit) return false;
+      held += bytes;
+      share.memory = this;
+      share.bytes = bytes;
+      return true;
+    }
+  };
 
   template <class Protocol>
   awaitable<void> accept_loop(typename Protocol::acceptor& acceptor) {
@@ -201,8 +238,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       s->stream.expires_after(first ? listen.read_timeout : listen.idle_timeout);
       auto [hec, hn] = co_await http::async_read_header(s->stream, buffer, parser, kUseTuple);
       (void)hn;
+      BodyMemory::Share share;
       if (!hec) {
         s->busy = true;
+        const auto length = parser.content_length();
+        // A length over max_body is refused by the body read below (413); it needs no memory.
+        const std::uint64_t need = parser.chunked() ? listen.max_body
+                                   : length && *length <= listen.max_body ? *length
+                                                                          : 0;
+        if (!body_memory.take(share, need, listen.max_body_memory)) {
+          spdlog::warn("{}: {} bytes of request bodies are held (listen.max_body_memory {}); a request of {} more "
+                       "from {} got 503",
+                       name, body_memory.held, listen.max_body_memory, need, remote);
+          const Answered refused{std::string(parser.get().method_string()), std::string(parser.get().target())};
+          co_await answer(s->stream, own_error(503, "the server is receiving too many large submissions at once; "
+                                                    "nothing was stored, retry shortly", refused.target),
+                          refused, parser.get().version(), false);
+          break;
+        }
         s->stream.expires_after(listen.read_timeout);
         auto [bec, bn] = co_await http::async_read(s->stream, buffer, parser, kUseTuple);
         (void)bn;
@@ -400,6 +453,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   };
   std::optional<Created> created;
   std::list<std::shared_ptr<SessionBase>> sessions;
+  BodyMemory body_memory;
   bool stopping = false;
   beast::error_code ignored;
 };

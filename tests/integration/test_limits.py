@@ -1,10 +1,14 @@
 """The ingest listener's protective limits (spec §8): a request that does not arrive in full
 within read_timeout is dropped and stores nothing; connections beyond max_connections are
-turned away with 503; an idle kept-alive connection is closed after idle_timeout."""
+turned away with 503; an idle kept-alive connection is closed after idle_timeout; request
+bodies held at once, over all connections, are capped by max_body_memory."""
 
+import re
 import socket
+import threading
 import time
 import unittest
+import uuid
 
 from harness import TOKEN, DaemonTestCase, connection, repeater, unique_form
 
@@ -84,6 +88,83 @@ class ListenerLimitsTest(DaemonTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 201"), answer[:200])
         self.assertGreaterEqual(waited, 0.25)
         self.assertLess(waited, 5.0)
+
+    def test_a_flood_of_maximum_size_bodies_is_held_within_max_body_memory(self):
+        # 48 connections each send a 2 MiB form at once. Uncapped, the daemon would hold all 96 MiB
+        # of bodies (and their parsed copies); capped at 3 bodies, the rest are turned away with
+        # 503 + Retry-After before their body is read, and get in when they come back.
+        body_size = 2 << 20
+        clients = 48
+        ep = self.endpoint()
+        d = self.daemon([connection("inbox", ep.url(), max_in_flight=2)], [repeater("forms", "inbox")],
+                        listen={"max_body": "3MiB", "max_body_memory": "9MiB", "max_connections": clients + 4})
+
+        def big_form() -> tuple[str, bytes]:
+            iid = str(uuid.uuid4())
+            head = f'<data xmlns="http://x"><meta><instanceID>{iid}</instanceID></meta><big>'.encode()
+            tail = b"</big></data>"
+            return iid, head + b"x" * (body_size - len(head) - len(tail)) + tail
+
+        def vm_hwm_kib() -> int:
+            with open(f"/proc/{d.proc.pid}/status") as f:
+                return int(re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M).group(1))
+
+        # One form first, so the peak below is the flood's and not the first request's warm-up.
+        self.assertEqual(d.submit(big_form()[1]).status, 201)
+        ep.wait_count(1, 20)
+        before = vm_hwm_kib()
+
+        start = threading.Barrier(clients)
+        answers: dict[str, list[bytes]] = {}
+        lock = threading.Lock()
+
+        def client() -> None:
+            iid, form = big_form()
+            request = (f"POST /a/demo/receiver HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                       f"Connection: close\r\nContent-Type: text/xml\r\nContent-Length: {len(form)}\r\n\r\n"
+                       ).encode() + form
+            got: list[bytes] = []
+            start.wait(20)
+            for _ in range(200):            # bounded: a 503 says come back, and it does
+                s = open_socket(d.port)
+                try:
+                    s.sendall(request)
+                except OSError:
+                    pass                    # refused before the body was read: the reply is there
+                answer = read_all(s)
+                s.close()
+                got.append(answer)
+                if answer.startswith(b"HTTP/1.1 201"):
+                    break
+                time.sleep(0.05)
+            with lock:
+                answers[iid] = got
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        peak = vm_hwm_kib()
+
+        self.assertEqual(len(answers), clients)
+        refused = [a for got in answers.values() for a in got if not a.startswith(b"HTTP/1.1 201")]
+        for a in refused:
+            self.assertTrue(a.startswith(b"HTTP/1.1 503"), a[:300])
+            self.assertIn(b"Retry-After: ", a)
+            self.assertIn(b"too many large submissions at once", a)
+        self.assertTrue(refused, "48 bodies of 2 MiB at once must not all fit in 9 MiB")
+        for iid, got in answers.items():
+            self.assertTrue(got[-1].startswith(b"HTTP/1.1 201"), f"{iid} never got in: {got[-1][:200]!r}")
+        self.assertEqual(d.db.count("records"), clients + 1)
+        # docs/operations.md "Memory": request bodies take at most about 4 x max_body_memory
+        # (the body, the parsed document, the stored and the forwarded copy), here 36 MiB; the
+        # uncapped flood held well over 96 MiB.
+        grew_mib = (peak - before) / 1024
+        print(f"VmHWM {before / 1024:.1f} MiB before the flood, {peak / 1024:.1f} MiB after "
+              f"(+{grew_mib:.1f}); {len(refused)} answers were 503")
+        self.assertLess(grew_mib, 36, "the flood's peak memory must stay within 4 x max_body_memory")
+        ep.wait_for(lambda rs: len(rs) >= clients + 1, 60, "every form delivered")
 
 
 if __name__ == "__main__":

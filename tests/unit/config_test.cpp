@@ -154,6 +154,7 @@ TEST(ConfigDefaults, AppliedWhenKeysAreOmitted) {
   EXPECT_EQ(c.listen.read_timeout, seconds(30));
   EXPECT_EQ(c.listen.idle_timeout, seconds(60));
   EXPECT_EQ(c.listen.max_connections, 1024u);
+  EXPECT_EQ(c.listen.max_body_memory, 256u << 20);
   EXPECT_EQ(c.storage.path, "/var/lib/repeaterd/repeaterd.db");
   EXPECT_EQ(c.storage.retention, hours(30 * 24));
   EXPECT_EQ(c.log.events_file, "/var/log/repeaterd/events.log");
@@ -677,6 +678,20 @@ TEST(ConfigValues, Durations) {
                          "log.queue_summary_every: expected a duration"));
   EXPECT_TRUE(only_error(load(kValid + "listen: {read_timeout: 5x, idle_timeout: 10s}\n"), 10, 24,
                          "listen.read_timeout: expected a duration"));
+}
+
+// listen.max_body_memory holds at least one body of the largest size allowed: its default grows
+// with max_body, and a value set below it is refused where it is written.
+TEST(ConfigValues, MaxBodyMemoryHoldsAtLeastOneLargestBody) {
+  auto r = load(kValid + "listen:\n  max_body: 512MiB\n");
+  ASSERT_TRUE(r.config) << r.errors.size();
+  EXPECT_EQ(r.config->listen.max_body_memory, 512u << 20);
+  r = load(kValid + "listen:\n  max_body: 1MiB\n  max_body_memory: 8MiB\n");
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->listen.max_body_memory, 8u << 20);
+  EXPECT_TRUE(only_error(load(kValid + "listen:\n  max_body: 2MiB\n  max_body_memory: 1MiB\n"), 12, 20,
+                         "listen.max_body_memory: must be at least listen.max_body (2097152 bytes), or no "
+                         "submission of the largest size allowed could ever be received"));
 }
 
 TEST(ConfigValues, Sizes) {
