@@ -20,6 +20,9 @@ test_pkgs=(
   dpkg-dev systemd groff-base
   # test_logrotate runs config/repeaterd.logrotate against a live daemon.
   logrotate
+  # scripts/fuzz builds the libFuzzer targets (tests/fuzz) with clang 16 (14 cannot compile
+  # Boost 1.81's coroutines against libstdc++ 12) and its fuzzer and sanitizer runtimes.
+  clang-16 libclang-rt-16-dev
 )
 # The webhook signature tests run the standardwebhooks npm package under node; a node from
 # elsewhere will do.
