@@ -1,9 +1,11 @@
 #include "common/event_log.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -44,17 +46,31 @@ std::string format_line(std::string_view ts, const std::string& event, const nlo
 
 namespace {
 
-// Writes all of `data` (write() may take less than it is given).
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
+// How long writes must go through after a failure before the journal is told they work again.
+constexpr auto kTroubleOver = std::chrono::seconds(2);
+
+// Appends all of `data` (write() may take less than it is given): 0, or the errno of the
+// failure, after which the file is as it was before (a part of a batch written before the
+// disk filled is cut off again, so no torn line is left for the next one to run into).
+int append_whole(int fd, std::string_view data) {
+  std::size_t written = 0;
+  while (written < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + written, data.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return false;
+      const int err = errno;
+      struct stat st {};
+      if (written > 0 && ::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(written)) {
+        // Only this process appends to the file (O_APPEND): its last `written` bytes are ours.
+        if (::ftruncate(fd, st.st_size - static_cast<off_t>(written)) != 0) {
+          spdlog::error("event log: cannot cut off a partly written batch: {}", std::strerror(errno));
+        }
+      }
+      return err;
     }
-    data.remove_prefix(static_cast<std::size_t>(n));
+    written += static_cast<std::size_t>(n);
   }
-  return true;
+  return 0;
 }
 
 Result<int> open_for_append(const std::string& path) {
@@ -158,7 +174,43 @@ void EventLog::write_pending_locked() {
     buffer_.reserve(std::min(pending.capacity(), options_.max_buffered));
   }
   if (pending.empty() || fd_ < 0) return;
-  if (!write_all(fd_, pending)) spdlog::error("event log {}: write failed: {}", path_, std::strerror(errno));
+  const auto lines = static_cast<std::uint64_t>(std::count(pending.begin(), pending.end(), '\n'));
+  if (lost_lines_ > 0) {
+    // The first batch that can be written after a failure says what the file is missing.
+    pending.insert(0, event_log_detail::format_line(format_iso8601(now_micros()), "log.lines_lost",
+                                                    {{"lines", lost_lines_},
+                                                     {"since", format_iso8601(lost_since_)},
+                                                     {"error", lost_error_}}));
+  }
+  const int err = append_whole(fd_, pending);
+  const auto now = std::chrono::steady_clock::now();
+  if (err == 0) {
+    lost_lines_ = 0;
+    // A nearly full disk takes a small batch into a block's last bytes and refuses the next:
+    // the trouble is over once writes have gone through for a while, not at the first one.
+    if (trouble_ && now - last_failure_ >= kTroubleOver) {
+      spdlog::warn("event log {}: writing again; {} event line(s) emitted since {} were lost ({}); log.lines_lost "
+                   "lines in the file mark the gaps",
+                   path_, trouble_lines_, format_iso8601(trouble_since_), lost_error_);
+      trouble_ = false;
+    }
+    return;
+  }
+  // Dropped, not kept: holding lines until the disk has room would grow memory without bound,
+  // and what a 2xx promises is in the database, not here.
+  if (lost_lines_ == 0) lost_since_ = now_micros();
+  lost_lines_ += lines;
+  lost_error_ = std::strerror(err);
+  last_failure_ = now;
+  if (!trouble_) {
+    trouble_ = true;
+    trouble_since_ = lost_since_;
+    trouble_lines_ = 0;
+    spdlog::error("event log {}: cannot write ({}): event lines are dropped until writes succeed, which is tried "
+                  "with every batch; the queue and forwarding go on. Free space on its filesystem",
+                  path_, lost_error_);
+  }
+  trouble_lines_ += lines;
 }
 
 void EventLog::start_flusher() {

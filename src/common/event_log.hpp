@@ -11,6 +11,11 @@
 // buffered, so a clean stop loses no line; a crash (kill -9) can lose the last interval's lines
 // (the database, not this log, is what a 2xx promises).
 //
+// A write that fails (a full disk: ENOSPC) drops that batch's lines, whole, and never stalls
+// the caller: every later batch tries again, and the first one written is preceded by a
+// `log.lines_lost` line (how many, since when, why). The journal is told once when writes start
+// failing and once when they have gone through again for 2 s.
+//
 // Thread-safety: every method may be called from any thread. Callers put no secrets in events;
 // the log writes what it is given.
 #pragma once
@@ -18,6 +23,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -25,6 +31,7 @@
 #include <thread>
 
 #include "repeaterd/result.hpp"
+#include "repeaterd/time.hpp"
 
 namespace repeaterd {
 
@@ -72,6 +79,16 @@ class EventLog {
   std::mutex file_mu_;
   std::string path_;   // GUARDED_BY(file_mu_)
   int fd_ = -1;        // GUARDED_BY(file_mu_)
+  // GUARDED_BY(file_mu_): lines dropped since the last line written, since when, and why (the
+  // next log.lines_lost line); and the run of failures the journal was told of (told again
+  // when writes have gone through for a while).
+  std::uint64_t lost_lines_ = 0;
+  Micros lost_since_ = 0;
+  std::string lost_error_;
+  bool trouble_ = false;
+  Micros trouble_since_ = 0;
+  std::uint64_t trouble_lines_ = 0;
+  std::chrono::steady_clock::time_point last_failure_;
   std::mutex mu_;
   std::condition_variable wake_;
   std::string buffer_;     // GUARDED_BY(mu_): whole lines not yet written

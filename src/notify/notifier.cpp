@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,8 @@ namespace {
 constexpr std::size_t kSendBatch = 20;
 // A pass runs at least this often, whatever it expects, to pick up anything it missed.
 constexpr Micros kMaxSleep = 30'000'000;
+// How soon a pass comes back for outcomes the store could not take.
+constexpr Micros kHeldRetry = 1'000'000;
 
 // Runs a store job from this (non-Asio) thread and waits for its committed result.
 template <class T>
@@ -76,10 +79,13 @@ Micros Notifier::pass() {
     requeue_refused(now);  // started, or reloaded
     seen_ = config;
   }
+  if (!store_held()) next = std::min(next, now + kHeldRetry);
   compose_due(*config, now, next);
   send_due(*config->smtp, clock_());
   auto due = run_job<std::optional<Micros>>(store_, [](store::Db& db) { return store::Store::next_email_due(db); });
   if (due.ok() && *due) next = std::min(next, **due);
+  // A held email is still due in the outbox: come back for it, not at once.
+  if (!held_.empty()) next = std::max(next, clock_() + kHeldRetry);
   return next;
 }
 
@@ -134,6 +140,21 @@ void Notifier::requeue_refused(Micros now) {
   }
 }
 
+bool Notifier::store_held() {
+  std::erase_if(held_, [this](const Held& h) {
+    auto r = run_job<bool>(store_, [h](store::Db& db) {
+      if (h.sent) {
+        store::Store::email_sent(db, h.id, h.at);
+        return false;
+      }
+      return store::Store::email_failed(db, h.id, h.error, h.refusal, kMaxRefusals, h.at);
+    });
+    if (r.ok()) spdlog::info("notifier: the outcome of email {} is stored", h.id);
+    return r.ok();
+  });
+  return held_.empty();
+}
+
 void Notifier::send_due(const config::Smtp& smtp, Micros now) {
   auto due = run_job<std::vector<store::OutboxEmail>>(
       store_, [now](store::Db& db) { return store::Store::due_emails(db, now, kSendBatch); });
@@ -151,6 +172,8 @@ void Notifier::send_due(const config::Smtp& smtp, Micros now) {
   settings.cancel = &cancel_;
   for (const auto& e : *due) {
     if (cancel_.cancelled()) return;  // shutting down: the rest stay in the outbox
+    // Its outcome is held for the store: sent already, or tried and not due again yet.
+    if (std::any_of(held_.begin(), held_.end(), [&e](const Held& h) { return h.id == e.id; })) continue;
     const Status sent = send_mail(settings, smtp.from, e.recipients, e.message);
     if (metrics_ != nullptr) metrics_->email(sent.ok());
     const Micros at = clock_();
@@ -162,7 +185,11 @@ void Notifier::send_due(const config::Smtp& smtp, Micros now) {
         store::Store::email_sent(db, id, at);
         return true;
       });
-      if (!r.ok()) spdlog::error("notifier: email {} was sent but could not be marked: {}", id, r.error().message);
+      if (!r.ok()) {
+        spdlog::error("notifier: email {} was sent but the outbox cannot take that yet ({}); held, and not sent again",
+                      id, r.error().message);
+        held_.push_back({id, true, at, {}, false});
+      }
       events_.emit("notify.sent", std::move(fields));
       continue;
     }
@@ -177,7 +204,11 @@ void Notifier::send_due(const config::Smtp& smtp, Micros now) {
     auto r = run_job<bool>(store_, [id, error, refusal, next_try](store::Db& db) {
       return store::Store::email_failed(db, id, error, refusal, kMaxRefusals, next_try);
     });
-    if (!r.ok()) spdlog::error("notifier: cannot record the failure of email {}: {}", id, r.error().message);
+    if (!r.ok()) {
+      spdlog::error("notifier: cannot record the failure of email {} ({}); held, next try {}", id, r.error().message,
+                    format_iso8601(next_try));
+      held_.push_back({id, false, next_try, error, refusal});
+    }
     const bool set_aside = r.ok() && *r;
     fields["error"] = error;
     fields["permanent"] = set_aside;

@@ -13,14 +13,19 @@
 //   (5xx) kMaxRefusals times is set aside ('refused', notify.failed with permanent: true) and
 //   kept for the operator; a restart or reload queues it again, since what fixes a permanent
 //   refusal (credentials, the sender, an address) is a config change.
-// Everything it decides is in the database first, so a restart loses and repeats nothing.
+// Everything it decides is in the database first, so a restart loses and repeats nothing. An
+// email's outcome the database cannot take (a full disk) is held in memory and stored at each
+// pass until it is: an email that was sent is never sent again for want of its mark (a kill
+// before the mark is stored sends it once more: at least once).
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/event_log.hpp"
 #include "common/metrics.hpp"
@@ -54,6 +59,17 @@ class Notifier {
   void compose_due(const config::Config& config, Micros now, Micros& next);
   void send_due(const config::Smtp& smtp, Micros now);
   void requeue_refused(Micros now);
+  // Stores the held outcomes it can; true when none is left.
+  bool store_held();
+
+  // An email's outcome (sent, or a failed try) waiting for the store to take it.
+  struct Held {
+    std::int64_t id = 0;
+    bool sent = false;
+    Micros at = 0;  // sent: when; failed: the next try
+    std::string error;
+    bool refusal = false;
+  };
 
   config::ConfigHolder& config_;
   store::Store& store_;
@@ -63,6 +79,7 @@ class Notifier {
   std::mutex mu_;
   std::condition_variable cv_;
   std::shared_ptr<const config::Config> seen_;  // the config of the last pass (notifier thread)
+  std::vector<Held> held_;                       // notifier thread
   bool woken_ = false;     // GUARDED_BY(mu_)
   bool stopping_ = false;  // GUARDED_BY(mu_)
   SmtpCancel cancel_;  // abandons a send in progress at shutdown

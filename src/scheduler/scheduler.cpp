@@ -241,9 +241,16 @@ class Worker {
         auto view = view_;
         auto claim = co_await store::async_run<store::Claim>(store_, std::move(job));
         if (!claim.ok()) {
-          spdlog::error("scheduler[{}]: cannot claim due records: {}", connection_.name, claim.error().message);
+          // Once per run of failures (a full disk fails every claim until it is freed).
+          if (!claim_failing_) {
+            spdlog::error("scheduler[{}]: cannot claim due records: {}; trying again every {} s", connection_.name,
+                          claim.error().message, std::chrono::seconds(kStoreRetryDelay).count());
+          }
+          claim_failing_ = true;
           next_due = clock_() + std::chrono::microseconds(kStoreRetryDelay).count();
         } else {
+          if (claim_failing_) spdlog::info("scheduler[{}]: claiming due records again", connection_.name);
+          claim_failing_ = false;
           bool probe = w.probe;
           for (auto& rec : claim->records) {
             ++in_flight_;
@@ -484,14 +491,15 @@ class Worker {
   }
 
   // Stores an attempt's outcome and, when `chain`, claims this slot's next record (never when
-  // stopping). The outcome must reach the database; until it does the record stays claimed, so
-  // this retries. If we are stopping, the next start finds the attempt in flight and records it
-  // as interrupted.
+  // stopping). The outcome must reach the database; until it does the record stays claimed and
+  // its slot taken, so this holds it and retries (a full disk: until space is freed). If we are
+  // stopping, the next start finds the attempt in flight, records it as interrupted and sends
+  // the record again: at least once, never a lost acknowledgement.
   // `applied` tells whether the record took the outcome (an operator may have acted on it).
   // `view` becomes the view the next record was claimed with.
   awaitable<std::optional<store::ClaimedRecord>> store_outcome(const store::AttemptOutcome& out, bool chain,
                                                               bool& applied, std::shared_ptr<const View>& view) {
-    for (;;) {
+    for (int failures = 0;; ++failures) {
       std::vector<std::string> repeaters = stopping_ || !chain ? std::vector<std::string>{} : active_;
       auto claimed_with = view_;
       auto finished = std::make_shared<store::Store::Finished>();
@@ -506,13 +514,26 @@ class Worker {
       applied = finished->applied;
       if (stored.ok() && finished->notified && on_notification_) on_notification_();
       if (stored.ok()) {
+        if (failures > 0) {
+          spdlog::info("scheduler[{}]: the outcome of record {} is stored, after {} failed tries", connection_.name,
+                       out.record_id, failures);
+        }
         if (stored->records.empty()) co_return std::nullopt;
         view = std::move(claimed_with);
         co_return std::move(stored->records.front());
       }
-      spdlog::error("scheduler[{}]: cannot store the outcome of record {}: {}; retrying", connection_.name,
-                    out.record_id, stored.error().message);
-      if (stopping_) co_return std::nullopt;
+      if (failures == 0) {
+        spdlog::error("scheduler[{}]: cannot store the outcome of record {}: {}; it is held and stored again every {} s "
+                      "until the database takes it",
+                      connection_.name, out.record_id, stored.error().message,
+                      std::chrono::seconds(kStoreRetryDelay).count());
+      }
+      if (stopping_) {
+        spdlog::warn("scheduler[{}]: stopping with the outcome of record {} not stored: the next start records the "
+                     "attempt as interrupted and sends the record again",
+                     connection_.name, out.record_id);
+        co_return std::nullopt;
+      }
       asio::steady_timer t(executor_, kStoreRetryDelay);
       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
     }
@@ -656,6 +677,7 @@ class Worker {
   std::size_t in_flight_ = 0;
   std::size_t telling_ = 0;  // circuit changes being stored and logged (tell_circuit)
   bool started_once_ = false;  // the first set of repeaters is no resume
+  bool claim_failing_ = false;  // the last claim failed (logged once per run of failures)
   bool dirty_ = false;     // woken while not waiting: look again before sleeping
   bool stopping_ = false;
   bool run_ended_ = false;

@@ -1,13 +1,21 @@
 #include "store/sqlite.hpp"
 
+#include <cerrno>
+
 namespace repeaterd::store {
+
+bool SqliteError::full() const {
+  if ((code_ & 0xff) == SQLITE_FULL) return true;
+  return (code_ & 0xff) == SQLITE_IOERR && (errno_ == ENOSPC || errno_ == EDQUOT);
+}
+
 namespace {
 
 [[noreturn]] void fail(sqlite3* db, int rc, std::string_view what) {
   std::string msg(what);
   msg += ": ";
   msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  throw SqliteError(rc, msg);
+  throw SqliteError(rc, msg, db != nullptr ? sqlite3_system_errno(db) : 0);
 }
 
 void check(sqlite3* db, int rc, std::string_view what) {
@@ -108,7 +116,7 @@ void Db::exec(const char* sql) {
   if (rc != SQLITE_OK) {
     std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    throw SqliteError(rc, msg);
+    throw SqliteError(rc, msg, sqlite3_system_errno(db_));
   }
 }
 

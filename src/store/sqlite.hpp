@@ -19,13 +19,20 @@ namespace repeaterd::store {
 
 class SqliteError : public std::runtime_error {
  public:
-  SqliteError(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  // `system_errno`: the OS error behind an I/O failure (sqlite3_system_errno), 0 when none.
+  SqliteError(int code, const std::string& what, int system_errno = 0)
+      : std::runtime_error(what), code_(code), errno_(system_errno) {}
   int code() const { return code_; }
   // Busy/locked: another process holds the lock; worth retrying later.
   bool busy() const { return (code_ & 0xff) == SQLITE_BUSY || (code_ & 0xff) == SQLITE_LOCKED; }
+  // The filesystem holding the database (or its WAL, or -shm) has no room: SQLITE_FULL, or an
+  // I/O error whose cause was ENOSPC/EDQUOT (growing the -shm file reports SQLITE_IOERR_SHMSIZE).
+  // The transaction was rolled back; it is worth retrying once space is freed.
+  bool full() const;
 
  private:
   int code_;
+  int errno_;
 };
 
 class Stmt {

@@ -102,6 +102,7 @@ Result<std::unique_ptr<Store>> Store::open(const Options& options) {
 
 Store::Store(OwnerLock lock, std::unique_ptr<Db> db, Options options)
     : lock_(std::move(lock)), options_(std::move(options)), db_(std::move(db)) {
+  sqlite3_wal_hook(db_->handle(), &Store::wal_hook, this);
   writer_ = std::thread([this] { writer_loop(); });
 }
 
@@ -146,6 +147,47 @@ std::uint64_t Store::jobs_committed() const {
   return jobs_;
 }
 
+namespace {
+
+// What a failed job or batch tells its callers (an ingest's 503 quotes it): the cause in an
+// operator's words first, SQLite's own text after.
+Error storage_error(const std::exception& e, const std::string& path) {
+  const auto* sql = dynamic_cast<const SqliteError*>(&e);
+  if (sql != nullptr && sql->full()) {
+    auto dir = std::filesystem::path(path).parent_path().string();
+    if (dir.empty()) dir = ".";
+    return make_error("the disk holding the queue database is full (" + dir + "; " + e.what() +
+                          "); free space on that filesystem",
+                      ErrorKind::busy);
+  }
+  if (sql != nullptr && sql->busy()) {
+    return make_error(std::string("the queue database is locked by another process (") + e.what() + ")",
+                      ErrorKind::busy);
+  }
+  return make_error(std::string("the queue database could not commit: ") + e.what(),
+                    sql != nullptr ? ErrorKind::busy : ErrorKind::failed);
+}
+
+// What a job that failed alone tells its caller.
+Error job_error(const std::exception& e, const std::string& path) {
+  const auto* sql = dynamic_cast<const SqliteError*>(&e);
+  if (sql == nullptr) return make_error(e.what());
+  if (sql->full() || sql->busy()) return storage_error(e, path);
+  return make_error(e.what(), ErrorKind::io);
+}
+
+// A job that SQLite's own rollback ended the transaction under (SQLITE_FULL and I/O errors
+// roll back the whole transaction, not just the statement): the batch is gone.
+struct TransactionLost : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+constexpr auto kFaultReportEvery = std::chrono::seconds(60);
+// How long commits must succeed after a failure before the journal is told they work again.
+constexpr auto kFaultOver = std::chrono::seconds(2);
+
+}  // namespace
+
 void Store::writer_loop() {
   std::vector<Pending> batch;
   std::vector<Status> results;
@@ -164,35 +206,42 @@ void Store::writer_loop() {
     results.assign(batch.size(), Status(Ok{}));
     Status commit = Ok{};
     const auto began = std::chrono::steady_clock::now();
+    sqlite3* handle = db_->handle();
     try {
       step(*db_, "BEGIN IMMEDIATE");
       for (std::size_t i = 0; i < batch.size(); ++i) {
         step(*db_, "SAVEPOINT job");
         try {
           batch[i].job(*db_);
-          step(*db_, "RELEASE job");
-        } catch (const SqliteError& e) {
-          results[i] = make_error(e.what(), e.busy() ? ErrorKind::busy : ErrorKind::io);
-          step(*db_, "ROLLBACK TO job");
-          step(*db_, "RELEASE job");
         } catch (const std::exception& e) {
-          results[i] = make_error(e.what());
+          // SQLite rolled the whole transaction back (a full disk does): every job before this
+          // one is undone too, and anything run now would commit on its own. Fail the batch with
+          // this cause.
+          if (sqlite3_get_autocommit(handle) != 0) throw;
+          results[i] = job_error(e, options_.path);
           step(*db_, "ROLLBACK TO job");
           step(*db_, "RELEASE job");
+          continue;
         }
+        // A job that caught an error which ended the transaction: its writes since then, if
+        // any, committed on their own; the batch's are gone.
+        if (sqlite3_get_autocommit(handle) != 0) {
+          throw TransactionLost("the transaction was rolled back by SQLite inside a job (an error it caught)");
+        }
+        step(*db_, "RELEASE job");
       }
       step(*db_, "COMMIT");
     } catch (const std::exception& e) {
-      // A commit that fails is worth retrying: a lock held by another process, a full disk
-      // that an operator frees.
-      commit = make_error(std::string("the queue database could not commit: ") + e.what(), ErrorKind::busy);
+      // A batch that fails is worth retrying: a lock held by another process, a full disk that
+      // an operator frees. The connection stays usable once the transaction is rolled back.
+      commit = storage_error(e, options_.path);
       try {
-        if (sqlite3_get_autocommit(db_->handle()) == 0) db_->exec("ROLLBACK");
+        if (sqlite3_get_autocommit(handle) == 0) db_->exec("ROLLBACK");
       } catch (const std::exception& e2) {
         spdlog::error("store: rollback failed: {}", e2.what());
       }
-      spdlog::error("store: {}", commit.error().message);
     }
+    note_batch(commit);
 
     if (commit.ok()) {
       {
@@ -210,6 +259,58 @@ void Store::writer_loop() {
     }
     batch.clear();
   }
+}
+
+void Store::note_batch(const Status& commit) {
+  const auto now = std::chrono::steady_clock::now();
+  const auto seconds = [&] { return std::chrono::duration_cast<std::chrono::seconds>(now - fault_since_).count(); };
+  if (commit.ok()) {
+    // A nearly full disk takes a small commit into a block's last bytes and refuses the next:
+    // the trouble is over once commits have gone through for a while, not at the first one.
+    if (failed_batches_ > 0 && now - last_failure_ >= kFaultOver) {
+      spdlog::warn("store: commits succeed again, after {} failed batch(es) over {} s; what was held has been stored",
+                   failed_batches_, seconds());
+      failed_batches_ = 0;
+    }
+    return;
+  }
+  // One line when the trouble starts, then one a minute while it lasts: a full disk fails
+  // every batch, and the journal must not fill up with them.
+  if (failed_batches_ == 0) {
+    fault_since_ = last_fault_report_ = now;
+    spdlog::error("store: {}. Until commits succeed, submissions are answered 503 with Retry-After, attempt "
+                  "outcomes are held in memory and retried, and nothing acknowledged is touched",
+                  commit.error().message);
+  } else if (now - last_fault_report_ >= kFaultReportEvery) {
+    last_fault_report_ = now;
+    spdlog::error("store: still failing: {} batch(es) in {} s; the latest: {}", failed_batches_, seconds(),
+                  commit.error().message);
+  }
+  ++failed_batches_;
+  last_failure_ = now;
+}
+
+int Store::wal_hook(void* self, sqlite3* db, const char* name, int pages) {
+  // SQLite's own auto-checkpoint, which would drop the checkpoint's error silently: here a
+  // checkpoint that cannot write the database file (a full disk) is said once, and the next
+  // commit past the threshold tries again. Always SQLITE_OK: the commit has happened, and an
+  // error here would make COMMIT report a failure.
+  constexpr int kCheckpointPages = 1000;  // SQLite's default wal_autocheckpoint
+  if (pages < kCheckpointPages) return SQLITE_OK;
+  auto* store = static_cast<Store*>(self);
+  const int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    if (!store->checkpoint_failing_) {
+      spdlog::warn("store: the WAL checkpoint could not copy {} WAL page(s) into {}: {} (system error {}); nothing "
+                   "committed is lost, the -wal file keeps growing until a checkpoint succeeds",
+                   pages, store->options_.path, sqlite3_errmsg(db), sqlite3_system_errno(db));
+    }
+    store->checkpoint_failing_ = true;
+  } else if (rc == SQLITE_OK && store->checkpoint_failing_) {
+    store->checkpoint_failing_ = false;
+    spdlog::info("store: WAL checkpoints succeed again");
+  }
+  return SQLITE_OK;
 }
 
 std::optional<Store::StoredVersion> Store::latest_version(Db& db, const NewPayload& p) {

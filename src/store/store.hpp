@@ -11,6 +11,7 @@
 // writer thread and must be quick (post elsewhere for real work).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -26,6 +27,8 @@
 #include "repeaterd/time.hpp"
 #include "store/notification.hpp"
 #include "store/owner_lock.hpp"
+
+struct sqlite3;
 
 namespace repeaterd::store {
 
@@ -335,6 +338,11 @@ class Store {
  private:
   Store(OwnerLock lock, std::unique_ptr<Db> db, Options options);
   void writer_loop();
+  // The journal's account of failing batches: once when they start, once a minute while they
+  // last, once when commits have succeeded for 2 s after the last failure. Writer thread only.
+  void note_batch(const Status& commit);
+  // sqlite3_wal_hook: the auto-checkpoint, with its failures told (store.cpp).
+  static int wal_hook(void* self, sqlite3* db, const char* name, int pages);
 
   struct Pending {
     Job job;
@@ -349,6 +357,10 @@ class Store {
   std::deque<Pending> queue_;  // GUARDED_BY(mu_)
   bool stopping_ = false;      // GUARDED_BY(mu_)
   std::uint64_t batches_ = 0, jobs_ = 0;  // GUARDED_BY(mu_)
+  // Writer thread only: the current run of failed batches, and whether checkpoints fail.
+  std::uint64_t failed_batches_ = 0;
+  std::chrono::steady_clock::time_point fault_since_, last_fault_report_, last_failure_;
+  bool checkpoint_failing_ = false;
   std::thread writer_;
 };
 
