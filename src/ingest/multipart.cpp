@@ -226,6 +226,10 @@ Result<std::vector<Part>> parse_multipart(std::string_view content_type, std::st
 
   std::vector<Part> parts;
   for (std::size_t number = 1;; ++number) {
+    if (number > kMaxParts) {
+      return make_error("the body has more than " + std::to_string(kMaxParts) +
+                        " parts; a submission is its form and its media files, far fewer");
+    }
     const std::size_t part_start = delim->next;
     // Search from the line ending that precedes the next delimiter: an empty part's ending
     // is shared with the delimiter line before it.

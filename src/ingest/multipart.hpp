@@ -22,6 +22,11 @@ struct Part {
   std::string body;
 };
 
+// A body of more parts is refused before they are stored: each part becomes a row and an
+// attachment receivers may download, and no form has anywhere near as many media files (Django,
+// which CommCare HQ runs on, refuses more than 1,000 fields and 100 files by default).
+inline constexpr std::size_t kMaxParts = 1000;
+
 // `content_type` is the request's Content-Type header (with its boundary parameter).
 Result<std::vector<Part>> parse_multipart(std::string_view content_type, std::string_view body);
 

@@ -237,7 +237,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       // arriving it has read_timeout to arrive in full.
       s->stream.expires_after(first ? listen.read_timeout : listen.idle_timeout);
       auto [hec, hn] = co_await http::async_read_header(s->stream, buffer, parser, kUseTuple);
-      (void)hn;
+      // Beast applies header_limit to the part of the header each read brings in, so a header
+      // that arrives in pieces can pass it by up to the bytes already parsed; hn is the whole
+      // header, so the limit is the operator's to the byte.
+      if (!hec && hn > listen.max_header) hec = http::error::header_limit;
       BodyMemory::Share share;
       if (!hec) {
         s->busy = true;

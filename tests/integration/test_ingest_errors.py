@@ -4,6 +4,7 @@
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,11 +13,12 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import (SharedDaemonTest, OTHER_TOKEN, SOURCE_DIR, Daemon, DaemonTestCase, Endpoint, binary,
-                     connection, free_port, make_config, repeater, seed_form, submit, to_yaml,
-                     unique_form)
+from harness import (SharedDaemonTest, OTHER_TOKEN, SOURCE_DIR, TOKEN, Daemon, DaemonTestCase, Endpoint,
+                     binary, connection, free_port, make_config, multipart, repeater, seed_form, submit,
+                     to_yaml, unique_form)
 
-MAX_BODY = 64 * 1024
+MAX_BODY = 1024 * 1024
+MAX_HEADER = 16 * 1024
 
 
 def padded_form(size: int) -> tuple[str, bytes]:
@@ -26,6 +28,16 @@ def padded_form(size: int) -> tuple[str, bytes]:
     out = form.replace(b"</question1>", b"</question1><pad>" + filler + b"</pad>", 1)
     assert len(out) == size, (len(out), size)
     return iid, out
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    chunks = []
+    try:
+        while data := s.recv(65536):
+            chunks.append(data)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
 
 
 class IngestErrorsTest(SharedDaemonTest):
@@ -41,7 +53,7 @@ class IngestErrorsTest(SharedDaemonTest):
         cls.ep = Endpoint()
         cfg = make_config(cls.tmp, free_port(), [connection("inbox", cls.ep.url())],
                           [repeater("forms", "inbox")],
-                          listen={"max_body": "64KiB", "max_header": "16KiB"})
+                          listen={"max_body": "1MiB", "max_header": "16KiB", "read_timeout": "2s"})
         cls.d = Daemon(cls.tmp, cfg)
         cls.failed = False
         try:
@@ -149,7 +161,7 @@ class IngestErrorsTest(SharedDaemonTest):
     # -- 413 / 415 / 431
 
     def test_body_over_max_body_413(self):
-        self.assertRejected(self.d.submit(padded_form(100 * 1024)[1]), 413)
+        self.assertRejected(self.d.submit(padded_form(MAX_BODY + 100 * 1024)[1]), 413)
         self.assertRejected(self.d.submit(padded_form(MAX_BODY + 1)[1]), 413)
         # The limit is the limit: a form just under it is accepted.
         iid, fits = padded_form(MAX_BODY - 16)
@@ -166,6 +178,74 @@ class IngestErrorsTest(SharedDaemonTest):
     def test_headers_over_max_header_431(self):
         resp = self.d.submit(unique_form()[1], headers={"X-Padding": "a" * 20000})
         self.assertRejected(resp, 431, openrosa=False)
+
+    # -- hostile input at the edges: each a clear 4xx, nothing stored, the daemon serving on
+
+    def assertServesOn(self):
+        self.assertEqual(self.d.submit(unique_form()[1]).status, 201, "the daemon must go on serving")
+        self.before = self.d.db.counts()[:2]
+
+    def test_a_multipart_body_of_10000_parts_is_a_400(self):
+        _, form = unique_form()
+        ctype, body = multipart([("xml_submission_file", "form.xml", "text/xml", form)] +
+                                [(f"p{i}", None, None, b"") for i in range(10000)], boundary="b")
+        self.assertLess(len(body), MAX_BODY)
+        resp = self.assertRejected(self.d.submit(body, content_type=ctype), 400,
+                                   r"more than 1000 parts")
+        self.assertIn("malformed multipart/form-data: the body has more than 1000 parts", resp.openrosa()["message"])
+        self.assertServesOn()
+
+    def test_xml_that_is_not_utf8_declares_entities_or_nests_too_deep_is_a_400(self):
+        _, form = unique_form()
+        deep = form.replace(b"</question1>", b"</question1>" + b"<g>" * 100000 + b"</g>" * 100000, 1)
+        laughs = (b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+                  b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>\n' + form.split(b"?>", 1)[-1])
+        external = (b'<?xml version="1.0"?>\n<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n' +
+                    form.split(b"?>", 1)[-1].replace(b"</question1>", b"&x;</question1>", 1))
+        cases = [(form.replace(b"</question1>", b"caf\xe9</question1>", 1), r"not valid UTF-8 at line \d+, column \d+"),
+                 (deep, r"nests deeper than 256 levels at line \d+, column \d+"),
+                 (laughs, r"declares a DOCTYPE at line 2, column 1"),
+                 (external, r"declares a DOCTYPE at line 2, column 1")]
+        for body, reason in cases:
+            with self.subTest(reason=reason):
+                self.assertLess(len(body), MAX_BODY)
+                self.assertRejected(self.d.submit(body), 400, reason)
+        self.assertServesOn()
+
+    def test_json_that_is_not_utf8_or_nests_too_deep_is_a_400(self):
+        deep = b'{"meta": {"instanceID": "x"}, "q": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+        for body, reason in [(b'{"meta": {"instanceID": "caf\xe9"}}', "not valid UTF-8 at line 1, column 29"),
+                             (deep, "nests deeper than 256 levels at line 1, column 291")]:
+            for path in ("/a/demo/receiver", "/a/demo/cases"):
+                with self.subTest(reason=reason, path=path):
+                    resp = submit(self.d.port, body, path=path, content_type="application/json")
+                    self.assertRejected(resp, 400, openrosa=False)
+                    self.assertIn(reason, resp.json()["error"])
+        self.assertServesOn()
+
+    def test_headers_and_query_at_max_header_are_served_and_one_byte_more_is_a_431(self):
+        # max_header counts the request line and every header line with its CRLF, and the
+        # blank line: build requests of exactly that size, by a padding header or by the query.
+        def request(size: int, pad_in_query: bool) -> bytes:
+            _, form = unique_form()
+
+            def build(pad: str) -> bytes:
+                query = f"?app_id=a&pad={pad}" if pad_in_query else ""
+                extra = "" if pad_in_query else f"X-Pad: {pad}\r\n"
+                return (f"POST /a/demo/receiver{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                        f"Content-Type: text/xml\r\nContent-Length: {len(form)}\r\nConnection: close\r\n"
+                        f"{extra}\r\n").encode()
+            head = build("")
+            return build("p" * (size - len(head))) + form
+
+        for pad_in_query in (False, True):
+            for size, status in ((MAX_HEADER, 201), (MAX_HEADER + 1, 431)):
+                with self.subTest(query=pad_in_query, size=size):
+                    with socket.create_connection(("127.0.0.1", self.d.port), timeout=10) as s:
+                        s.sendall(request(size, pad_in_query))
+                        answer = read_until_closed(s)
+                    self.assertTrue(answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300])
+                    self.before = self.d.db.counts()[:2]
 
     # -- accepted variants, duplicates
 

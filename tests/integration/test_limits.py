@@ -3,6 +3,7 @@ within read_timeout is dropped and stores nothing; connections beyond max_connec
 turned away with 503; an idle kept-alive connection is closed after idle_timeout; request
 bodies held at once, over all connections, are capped by max_body_memory."""
 
+import os
 import re
 import socket
 import threading
@@ -10,7 +11,7 @@ import time
 import unittest
 import uuid
 
-from harness import TOKEN, DaemonTestCase, connection, repeater, unique_form
+from harness import TOKEN, DaemonTestCase, connection, multipart, repeater, unique_form
 
 
 def open_socket(port: int) -> socket.socket:
@@ -89,7 +90,7 @@ class ListenerLimitsTest(DaemonTestCase):
         self.assertGreaterEqual(waited, 0.25)
         self.assertLess(waited, 5.0)
 
-    def test_a_flood_of_maximum_size_bodies_is_held_within_max_body_memory(self):
+    def test_a_flood_of_large_bodies_fits_max_body_memory(self):
         # 48 connections each send a 2 MiB form at once. Uncapped, the daemon would hold all 96 MiB
         # of bodies (and their parsed copies); capped at 3 bodies, the rest are turned away with
         # 503 + Retry-After before their body is read, and get in when they come back.
@@ -165,6 +166,37 @@ class ListenerLimitsTest(DaemonTestCase):
               f"(+{grew_mib:.1f}); {len(refused)} answers were 503")
         self.assertLess(grew_mib, 36, "the flood's peak memory must stay within 4 x max_body_memory")
         ep.wait_for(lambda rs: len(rs) >= clients + 1, 60, "every form delivered")
+
+    def test_a_client_that_never_reads_is_cut_off(self):
+        # A 12 MiB attachment (more than loopback's socket buffers hold), downloaded by a client
+        # that never reads: the daemon's write to it stalls, and read_timeout later the connection
+        # is closed, while everyone else is served meanwhile.
+        ep = self.endpoint()
+        d = self.daemon([connection("inbox", ep.url())], [repeater("forms", "inbox")],
+                        listen={"max_body": "16MiB", "read_timeout": "1s"})
+        iid, form = unique_form()
+        ctype, body = multipart([("xml_submission_file", "form.xml", "text/xml", form),
+                                 ("photo.jpg", "photo.jpg", "image/jpeg", os.urandom(12 << 20))])
+        self.assertEqual(d.submit(body, content_type=ctype).status, 201)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", d.port))
+        s.sendall(f"GET /a/demo/receiver/attachments/{iid}/photo.jpg HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        t0 = time.monotonic()
+        served = 0
+        while time.monotonic() - t0 < 2.5:        # bounded: the stalled write gives up after 1 s
+            self.assertEqual(d.submit(unique_form()[1]).status, 201)
+            served += 1
+        self.assertGreater(served, 3)
+        try:
+            answer = read_all(s)                  # what the daemon wrote before it gave up
+        except ConnectionResetError:
+            answer = b"reset"
+        s.close()
+        self.assertLess(len(answer), 12 << 20, "the stalled download must be cut off, not completed")
+        self.assertEqual(d.submit(unique_form()[1]).status, 201)
 
 
 if __name__ == "__main__":
