@@ -72,10 +72,15 @@ wait_port() {
 now() { date +%s.%N; }
 
 # Starts the loopback receiver (nginx answering 200 "{}") once; sets nginx_port and nginx_pid.
+# NGINX_FAIL_PERCENT (default 0) of its answers, at random, are 500.
 start_nginx() {
   nginx_port=$(free_port)
   mkdir -p "$work/nginx"
-  sed -e "s|@WORK@|$work/nginx|g" -e "s|@PORT@|$nginx_port|g" "$root/bench/nginx.conf.in" >"$work/nginx/nginx.conf"
+  local fail=${NGINX_FAIL_PERCENT:-0} fail_rule
+  # split_clients takes no 0 %: with none failing, its only bucket is "* 0".
+  if [[ $fail == 0 ]]; then fail_rule="/@FAIL_PERCENT@/d"; else fail_rule="s|@FAIL_PERCENT@|$fail|g"; fi
+  sed -e "s|@WORK@|$work/nginx|g" -e "s|@PORT@|$nginx_port|g" -e "$fail_rule" \
+    "$root/bench/nginx.conf.in" >"$work/nginx/nginx.conf"
   nginx -p "$work/nginx" -e "$work/nginx/nginx-error.log" -c "$work/nginx/nginx.conf" &
   nginx_pid=$!
   wait_port "$nginx_port" "$nginx_pid"
@@ -85,7 +90,8 @@ start_nginx() {
 closed_port() { free_port; }
 
 # Prints the top of a repeaterd config: listener on port $1, database $2, event log $3, admin
-# socket $4, queue summary every $5 (default 60s). Callers append connections: and repeaters:.
+# socket $4, queue summary every $5 (default 60s), retention BENCH_RETENTION (default 1d).
+# Callers append connections: and repeaters:.
 # Ingest tokens: domains demo and bulk, both with $token (env REPEATERD_BENCH_TOKEN).
 config_head() {
   cat <<EOF
@@ -103,7 +109,7 @@ admin:
   listen: unix:$4
 storage:
   path: $2
-  retention: 1d
+  retention: ${BENCH_RETENTION:-1d}
 log:
   events_file: $3
   level: warn
@@ -178,7 +184,8 @@ db_bytes() { du -cb "$1" "$1-wal" "$1-shm" 2>/dev/null | awk 'END {print $1}'; }
 
 # Runs wrk with the form script against URL $1, its report to $2. Knobs from the environment:
 # WRK_THREADS, WRK_CONNECTIONS, WRK_DURATION (a number of seconds with s), WRK_EXTRA (more wrk
-# arguments, e.g. --latency); BENCH_TOKEN, BENCH_NEW_CASES and BENCH_MAX_REQUESTS go to
+# arguments, e.g. --latency); BENCH_TOKEN, BENCH_NEW_CASES, BENCH_NO_CASE, BENCH_DELAY_MS and
+# BENCH_MAX_REQUESTS go to
 # submit_form.lua. Prints Requests/sec on stdout; warns about non-2xx answers.
 run_wrk() {
   local url=$1 report=$2

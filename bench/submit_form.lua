@@ -31,6 +31,20 @@ end
 -- BENCH_NEW_CASES=1: every form creates its own case (the seed's case_id made unique too),
 -- so case repeaters forward a new case per form instead of updates of one.
 local new_cases = os.getenv("BENCH_NEW_CASES") == "1"
+-- BENCH_NO_CASE=1: the case block is taken out, so a form leaves nothing behind once it is
+-- delivered and purged (cases are kept for good): what a soak of the queue itself wants.
+local no_case = os.getenv("BENCH_NO_CASE") == "1"
+if no_case then
+  head = head:gsub("<n0:case .-</n0:case>", "", 1)
+end
+-- BENCH_DELAY_MS: each connection waits this long after an answer before its next request, so
+-- -c connections send about c * 1000 / (delay + latency) requests a second (a paced load).
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
+  end
+end
 
 local counter = 0
 function request()
