@@ -9,7 +9,9 @@ Pieces:
   * Endpoint, Reply                 - a scriptable loopback HTTP receiver that records requests
   * EventLog                        - incremental reader of the JSON-lines event log
   * Db                              - read-only SQLite access for "nothing stored" checks
-                                      (snapshot(), case() for the case store)
+                                      (snapshot(), case() for the case store, integrity())
+  * SmallFilesystem                 - a tmpfs of a few MiB (root only) and a filler file that
+                                      takes its last byte: a full disk on demand
   * fixture, with_meta, multipart   - CommCare fixtures (tests/fixtures/commcare), OpenRosa bodies
   * typed_repeater                  - a repeater of any type (no format key where it is fixed)
   * DaemonTestCase                  - unittest base class wiring the above with cleanups
@@ -25,9 +27,11 @@ import base64
 from urllib.parse import quote
 import calendar
 import collections
+import errno
 import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -352,6 +356,66 @@ def exchange(conn: http.client.HTTPConnection, method: str, target: str, body: b
         except Exception:
             raise send_error from None
     return conn.getresponse()
+
+
+@dataclass
+class BurstResult:
+    acked: set = field(default_factory=set)          # ids answered 201
+    duplicates: set = field(default_factory=set)     # ids answered 202 (stored by an earlier try)
+    unacked: list = field(default_factory=list)      # (id, body) not stored as far as we know
+
+
+def submit_burst(daemon: "Daemon", forms: list[tuple[str, bytes]], threads: int = 8,
+                 kill_when: Callable[[int], bool] | None = None, timeout: float = 60) -> BurstResult:
+    """Submits (id, body) forms from `threads` client threads. With kill_when, the daemon is
+    killed (-9) as soon as kill_when(number answered 201 so far) holds, and what was not answered
+    yet is returned as unacked (submit it again after a restart: 201, or 202 when its commit had
+    happened but the answer was lost)."""
+    work: queue.Queue = queue.Queue()
+    for f in forms:
+        work.put(f)
+    out, lock, crashed = BurstResult(), threading.Lock(), threading.Event()
+
+    def client():
+        while True:
+            try:
+                iid, body = work.get_nowait()
+            except queue.Empty:
+                return
+            status = None
+            if not crashed.is_set():
+                try:
+                    status = daemon.submit(body, timeout=20).status
+                except (OSError, http.client.HTTPException):   # refused or reset by the kill
+                    status = None
+            with lock:
+                if status == 201:
+                    out.acked.add(iid)
+                elif status == 202:
+                    out.duplicates.add(iid)
+                else:
+                    out.unacked.append((iid, body))
+
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    deadline = time.monotonic() + timeout
+    if kill_when is not None:
+        while not crashed.is_set() and any(t.is_alive() for t in workers):
+            with lock:
+                n = len(out.acked)
+            if kill_when(n):
+                daemon.kill9()
+                crashed.set()
+                break
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"submit_burst: kill_when never held within {timeout}s")
+            time.sleep(0.002)
+    for t in workers:
+        t.join(max(1.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in workers):
+        raise AssertionError("submit_burst: client threads stuck")
+    return out
 
 
 # --------------------------------------------------------------------------- loopback endpoint
@@ -716,11 +780,64 @@ class Db:
                         out.append((table, col, value))
         return out
 
+    def integrity(self) -> str:
+        """PRAGMA integrity_check's verdict: "ok", or its list of problems."""
+        return "\n".join(str(r[0]) for r in self.query("PRAGMA integrity_check"))
+
     def records_of(self, payload_id: str) -> list[tuple]:
         """(repeater, case_id, content_type) of every record of the payload(s) with that id."""
         return self.query("SELECT r.repeater, r.case_id, r.content_type FROM records r "
                           "JOIN payloads p ON p.id = r.payload WHERE p.payload_id = ? ORDER BY r.rowid",
                           (payload_id,))
+
+
+# --------------------------------------------------------------------------- a disk that fills
+
+class SmallFilesystem:
+    """A tmpfs of `size` (mount's size=, e.g. "8m") mounted at `path`, for "the disk is full"
+    tests: fill() writes a filler file until the filesystem has not one byte left, free() deletes
+    it. Needs root (unittest.SkipTest otherwise); close() unmounts (lazily, if something still
+    holds a file there)."""
+
+    def __init__(self, path: Path, size: str = "8m"):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("mounting a small tmpfs needs root")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        run = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(self.path)],
+                             capture_output=True, text=True, timeout=30)
+        if run.returncode != 0:
+            raise unittest.SkipTest(f"cannot mount a tmpfs at {self.path}: {run.stderr.strip()}")
+        self.filler = self.path / "filler"
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self) -> int:
+        """Writes the filler until a write of even one byte fails with ENOSPC; returns its size.
+        Bounded: a few hundred writes of halving sizes."""
+        chunk, writes = 1 << 20, 0
+        with open(self.filler, "ab", buffering=0) as f:
+            while chunk >= 1:
+                writes += 1
+                if writes > 10_000:
+                    raise AssertionError(f"{self.path} did not fill up after {writes} writes")
+                try:
+                    if f.write(b"\0" * chunk) == 0:
+                        chunk //= 2
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    chunk //= 2
+        return self.filler.stat().st_size
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if subprocess.run(["umount", str(self.path)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
 
 
 # --------------------------------------------------------------------------- admin API client
@@ -1028,6 +1145,13 @@ class DaemonTestCase(unittest.TestCase):
         self._endpoints.append(ep)
         self.addCleanup(ep.close)
         return ep
+
+    def small_filesystem(self, name: str, size: str = "8m") -> SmallFilesystem:
+        """A SmallFilesystem at the temp dir's `name`. Call it before daemon(): cleanups run in
+        reverse, so the daemon stops before the filesystem is unmounted."""
+        fs = SmallFilesystem(self.tmp / name, size)
+        self.addCleanup(fs.close)
+        return fs
 
     def workdir(self, name: str | None = None) -> Path:
         """The test's temp dir, or a subdirectory of it for a second, independent daemon."""
