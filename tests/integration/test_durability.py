@@ -1,7 +1,6 @@
 """Durability (spec §5, §7): graceful restart, drain on SIGTERM, and kill -9 in the middle of
 ingest + forwarding with at-least-once delivery of everything acknowledged."""
 
-import queue
 import signal
 import socket
 import sqlite3
@@ -10,7 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import DaemonTestCase, Reply, connection, repeater, unique_form, wait_until
+from harness import DaemonTestCase, Reply, connection, repeater, submit_burst, unique_form, wait_until
 
 
 def port_open(port: int) -> bool:
@@ -118,50 +117,6 @@ class CrashTest(DaemonTestCase):
     THREADS = 16
     KILL_AFTER = 400     # acknowledged submissions before kill -9
 
-    def submit_all(self, d, forms, ready_to_kill):
-        """Submits from THREADS threads; kill -9 once ready_to_kill(acknowledged count) holds.
-        Returns (acknowledged ids, forms not acknowledged)."""
-        work = queue.Queue()
-        for f in forms:
-            work.put(f)
-        acked, unacked, lock = set(), [], threading.Lock()
-        crashed = threading.Event()
-
-        def client():
-            while True:
-                try:
-                    iid, form = work.get_nowait()
-                except queue.Empty:
-                    return
-                if crashed.is_set():
-                    with lock:
-                        unacked.append((iid, form))
-                    continue
-                try:
-                    status = d.submit(form, timeout=20).status
-                except Exception:   # refused/reset by the crash: simply not acknowledged
-                    status = None
-                with lock:
-                    if status == 201:
-                        acked.add(iid)
-                    else:
-                        unacked.append((iid, form))
-
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(self.THREADS)]
-        for t in threads:
-            t.start()
-
-        def count():
-            with lock:
-                return len(acked)
-        wait_until(lambda: ready_to_kill(count()), 60, "enough acknowledged submissions to crash")
-        d.kill9()
-        crashed.set()
-        for t in threads:
-            t.join(30)
-        self.assertFalse(any(t.is_alive() for t in threads), "client threads stuck")
-        return acked, unacked
-
     def test_kill_9_mid_flight_loses_nothing_acknowledged(self):
         # A slowish receiver keeps a backlog. Once armed, the next request hangs, so at least
         # one attempt is certainly in flight when the daemon is killed.
@@ -185,7 +140,9 @@ class CrashTest(DaemonTestCase):
                 armed.set()
             return hung.is_set()
 
-        acked, unacked = self.submit_all(d, forms, ready_to_kill)
+        burst = submit_burst(d, forms, threads=self.THREADS, kill_when=ready_to_kill)
+        self.assertFalse(d.running(), "the daemon must have been killed mid-burst")
+        acked, unacked = burst.acked, burst.unacked
 
         # Straight after the crash: every acknowledged payload is in the database, and the hung
         # attempt is on record as in flight.
