@@ -74,4 +74,4 @@ non2xx=$(awk '/Non-2xx or 3xx responses/ {print $NF}' "$work/wrk.txt")
 say "submitted $submitted forms, $(cat "$work/wrk-rate.txt") a second; non-2xx answers: ${non2xx:-0}"
 say "attempts: $(admin_call "$work/admin.sock" GET /metrics | awk '/^repeaterd_attempts_total/ {printf "%s=%s ", $1, $2}')"
 # shellcheck disable=SC2086
-python3 "$root/bench/soak_report.py" --warmup "${WARMUP:-0.2}" ${SOAK_REPORT_ARGS:-} "$samples"
+python3 "$root/bench/soak_report.py" "$samples" --warmup "${WARMUP:-0.2}" ${SOAK_REPORT_ARGS:-}

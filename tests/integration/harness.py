@@ -365,6 +365,13 @@ class BurstResult:
     unacked: list = field(default_factory=list)      # (id, body) not stored as far as we know
 
 
+def sanitized_build() -> bool:
+    """Whether the repeaterd under test is an AddressSanitizer build (it links libasan): its
+    quarantine holds freed memory on purpose, so RSS figures say nothing about the daemon."""
+    out = subprocess.run(["ldd", str(binary())], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
 def submit_burst(daemon: "Daemon", forms: list[tuple[str, bytes]], threads: int = 8,
                  kill_when: Callable[[int], bool] | None = None, timeout: float = 60) -> BurstResult:
     """Submits (id, body) forms from `threads` client threads. With kill_when, the daemon is

@@ -11,7 +11,7 @@ import time
 import unittest
 import uuid
 
-from harness import TOKEN, DaemonTestCase, connection, multipart, repeater, unique_form
+from harness import TOKEN, DaemonTestCase, connection, multipart, repeater, sanitized_build, unique_form
 
 
 def open_socket(port: int) -> socket.socket:
@@ -126,7 +126,8 @@ class ListenerLimitsTest(DaemonTestCase):
                        ).encode() + form
             got: list[bytes] = []
             start.wait(20)
-            for _ in range(200):            # bounded: a 503 says come back, and it does
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:  # bounded: a 503 says come back, and it does
                 s = open_socket(d.port)
                 try:
                     s.sendall(request)
@@ -164,7 +165,8 @@ class ListenerLimitsTest(DaemonTestCase):
         grew_mib = (peak - before) / 1024
         print(f"VmHWM {before / 1024:.1f} MiB before the flood, {peak / 1024:.1f} MiB after "
               f"(+{grew_mib:.1f}); {len(refused)} answers were 503")
-        self.assertLess(grew_mib, 36, "the flood's peak memory must stay within 4 x max_body_memory")
+        if not sanitized_build():   # ASan's quarantine keeps what was freed: RSS says nothing there
+            self.assertLess(grew_mib, 36, "the flood's peak memory must stay within 4 x max_body_memory")
         ep.wait_for(lambda rs: len(rs) >= clients + 1, 60, "every form delivered")
 
     def test_a_client_that_never_reads_is_cut_off(self):

@@ -8,13 +8,7 @@ import shutil
 import subprocess
 import unittest
 
-from harness import SOURCE_DIR, binary
-
-
-def sanitized(path) -> bool:
-    """Whether the binary is an AddressSanitizer build (it links libasan)."""
-    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True).stdout
-    return "libasan" in out
+from harness import SOURCE_DIR, binary, sanitized_build
 
 
 class SoakTest(unittest.TestCase):
@@ -25,7 +19,7 @@ class SoakTest(unittest.TestCase):
                 self.fail(f"{tool} is needed (scripts/deps.sh --test installs it)")
         env = {**os.environ, "MINUTES": "0.67", "RATE": "300", "FAIL_PERCENT": "10", "SAMPLE_EVERY": "1",
                "RETENTION": "10s", "WARMUP": "0.3"}
-        if sanitized(binary()):
+        if sanitized_build():
             # ASan keeps freed memory in its quarantine (256 MiB) on purpose: RSS climbs until it
             # is full, whatever the daemon does. The other series still say what they say.
             env["SOAK_REPORT_ARGS"] = "--skip RSS RSS-anon RSS-file"
