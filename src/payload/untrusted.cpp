@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdint>
 #include <cstring>
+#include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,8 @@ std::size_t first_invalid_utf8(std::string_view s) {
   }
   return std::string_view::npos;
 }
+
+bool is_number_char(char c) { return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'; }
 
 std::string nesting_error(std::string_view what, std::string_view text, std::size_t offset) {
   return std::string(what) + " nests deeper than " + std::to_string(kMaxNesting) + " levels at " + at(text, offset) +
@@ -135,6 +139,15 @@ Status check_untrusted_json(std::string_view text) {
     }
     if (c == '"') {
       in_string = true;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      // nlohmann reports a number past a double's range as out_of_range 406, not as the
+      // parse_error its callers catch, and without a position: refuse it here, with one.
+      std::size_t end = i;
+      while (end < text.size() && is_number_char(text[end])) ++end;
+      if (std::isinf(std::strtod(std::string(text.substr(i, end - i)).c_str(), nullptr))) {
+        return make_error("the JSON has a number too large for a double (about 1.8e308 at most) at " + at(text, i));
+      }
+      i = end - 1;
     } else if (c == '[' || c == '{') {
       if (++depth > kMaxNesting) return make_error(nesting_error("the JSON", text, i));
     } else if (c == ']' || c == '}') {

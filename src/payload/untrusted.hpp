@@ -27,8 +27,9 @@ inline constexpr int kMaxNesting = 256;
 // above. Errors: "malformed XML at line 3, column 14: ...", "... nested deeper than 256 ...".
 Status load_untrusted_xml(pugi::xml_document& doc, std::string_view body, unsigned extra_flags = 0);
 
-// Whether `text` (JSON, not yet parsed) nests arrays and objects deeper than kMaxNesting or is
-// not UTF-8, as an error naming the line and column; checked before nlohmann parses it.
+// Whether `text` (JSON, not yet parsed) nests arrays and objects deeper than kMaxNesting, is
+// not UTF-8 or holds a number too large for a double (which nlohmann reports as out_of_range, not as
+// a parse_error), as an error naming the line and column; checked before nlohmann parses it.
 Status check_untrusted_json(std::string_view text);
 
 }  // namespace repeaterd::payload

@@ -127,13 +127,20 @@ std::string quote(std::string_view s) {
   return out;
 }
 
+// Whether `s` holds a control character (HTAB aside). Field values never do (RFC 9110 §5.5), so
+// a challenge whose realm, nonce or opaque holds one is malformed; echoing it would put a CR or
+// LF into our Authorization header.
+bool has_control(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c != '\t' && (c < 0x20 || c == 0x7f);
+  });
+}
+
 // Whether a value can travel in a quoted-string as is: RFC 7616 §3.4.4 sends anything else
 // (non-ASCII, controls) as username* instead.
 bool quotable(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char ch) {
-    const auto c = static_cast<unsigned char>(ch);
-    return c == '\t' || (c >= 0x20 && c < 0x7f);
-  });
+  return !has_control(s) && std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,6 +389,7 @@ std::optional<DigestChallenge> pick_digest_challenge(const std::vector<std::stri
       if (d.nonce.empty()) continue;  // nothing to answer
       d.realm = param_or_empty(c, "realm");
       d.opaque = param_or_empty(c, "opaque");
+      if (has_control(d.realm) || has_control(d.nonce) || has_control(d.opaque)) continue;
       if (const auto it = c.params.find("algorithm"); it != c.params.end()) d.algorithm = it->second;
       const auto algorithm = lookup_algorithm(d.algorithm);
       if (!algorithm) continue;  // e.g. a future algorithm: another challenge may suit

@@ -150,6 +150,19 @@ TEST(PickDigestChallenge, SurvivesGarbage) {
   EXPECT_EQ(d->nonce, "n");
 }
 
+// Found by fuzzing (tests/fuzz/regressions/www_authenticate): an opaque, realm or nonce with a
+// CR or LF in it was echoed into the Authorization header.
+TEST(PickDigestChallenge, ControlCharacterInAParameterSkipsTheChallenge) {
+  EXPECT_FALSE(pick_digest_challenge({"Digest realm=\"r\", nonce=\"n\", opaque=\"o\r\nX-Injected: 1\""}));
+  EXPECT_FALSE(pick_digest_challenge({"Digest realm=\"r\\\n\", nonce=\"n\""}));
+  EXPECT_FALSE(pick_digest_challenge({std::string("Digest realm=\"r\", nonce=\"n\0\"", 28)}));
+  // Another challenge in the answer still serves; a tab is allowed.
+  const auto c = pick_digest_challenge({"Digest nonce=\"bad\x7f\", Digest realm=\"a\tb\", nonce=\"good\""});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->nonce, "good");
+  EXPECT_EQ(c->realm, "a\tb");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Digest responses
 
