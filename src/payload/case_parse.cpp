@@ -107,9 +107,31 @@ std::string describe(std::size_t number, const std::string& case_id, std::option
   return where + ")";
 }
 
+// Property and index names become XML element names when the case is forwarded as XML, so a
+// name that cannot be one is refused here rather than producing XML nobody can parse.
+bool is_xml_name(std::string_view name) {
+  if (name.empty()) return false;
+  auto start_ok = [](unsigned char c) { return std::isalpha(c) || c == '_' || c >= 0x80; };
+  auto rest_ok = [&](unsigned char c) { return start_ok(c) || std::isdigit(c) || c == '-' || c == '.'; };
+  if (!start_ok(static_cast<unsigned char>(name[0]))) return false;
+  for (char c : name.substr(1)) {
+    if (!rest_ok(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
 // create/update/close/index/attachment children, shared by v1 and v2: both name the actions the
 // same way, and matching local names copes with whichever namespace they inherited.
-void read_actions(const pugi::xml_node& block, CaseBlock& out) {
+// Errors: a property, index or attachment element whose local name is not an XML name (pugixml
+// reads "<:1:foo/>" as an element named ":1:foo"); it would be forwarded as unparseable XML.
+Status read_actions(const pugi::xml_node& block, std::string_view source, CaseBlock& out) {
+  const auto named = [&](const pugi::xml_node& f, const char* what) -> Result<std::string> {
+    std::string local(local_of(f.name()));
+    if (is_xml_name(local)) return local;
+    const std::optional<long> line = line_of(f, source);
+    return make_error(out.where + ": " + what + " name \"" + local + "\"" +
+                      (line ? " (line " + std::to_string(*line) + ")" : std::string()) + " is not a valid XML name");
+  };
   for (pugi::xml_node action = block.first_child(); action; action = action.next_sibling()) {
     if (action.type() != pugi::node_element) continue;
     const std::string_view name = local_of(action.name());
@@ -134,27 +156,35 @@ void read_actions(const pugi::xml_node& block, CaseBlock& out) {
       }
     } else if (name == "update") {
       for (pugi::xml_node f = action.first_child(); f; f = f.next_sibling()) {
-        if (f.type() == pugi::node_element) out.update.emplace_back(std::string(local_of(f.name())), text_of(f));
+        if (f.type() != pugi::node_element) continue;
+        auto property = named(f, "property");
+        if (!property) return property.error();
+        out.update.emplace_back(std::move(property).value(), text_of(f));
       }
     } else if (name == "close") {
       out.has_close = true;
     } else if (name == "index") {
       for (pugi::xml_node f = action.first_child(); f; f = f.next_sibling()) {
         if (f.type() != pugi::node_element) continue;
+        auto identifier = named(f, "index");
+        if (!identifier) return identifier.error();
         CaseIndex index;
         index.case_type = std::string(trim(f.attribute("case_type").value()));
         index.case_id = std::string(trim(text_of(f)));
         if (const pugi::xml_attribute rel = f.attribute("relationship")) index.relationship = std::string(trim(rel.value()));
-        out.index.emplace_back(std::string(local_of(f.name())), std::move(index));
+        out.index.emplace_back(std::move(identifier).value(), std::move(index));
       }
     } else if (name == "attachment") {
       for (pugi::xml_node f = action.first_child(); f; f = f.next_sibling()) {
         if (f.type() != pugi::node_element) continue;
+        auto attachment = named(f, "attachment");
+        if (!attachment) return attachment.error();
         CaseAttachment a{f.attribute("src").value(), f.attribute("from").value(), f.attribute("name").value()};
-        out.attachment.emplace_back(std::string(local_of(f.name())), std::move(a));
+        out.attachment.emplace_back(std::move(attachment).value(), std::move(a));
       }
     }
   }
+  return Ok{};
 }
 
 Result<CaseBlock> read_block(const pugi::xml_node& element, bool v1, std::size_t number, std::string_view source) {
@@ -173,7 +203,7 @@ Result<CaseBlock> read_block(const pugi::xml_node& element, bool v1, std::size_t
   b.where = describe(number, b.case_id, line);
   // HQ's IllegalCaseId: "case_id must not be empty".
   if (b.case_id.empty()) return make_error(b.where + ": case_id must not be empty");
-  read_actions(element, b);
+  if (auto read = read_actions(element, source, b); !read) return read.error();
   return b;
 }
 
@@ -235,19 +265,6 @@ namespace {
 
 using nlohmann::json;
 
-
-// Property and index names become XML element names when the case is forwarded as XML, so a
-// name that cannot be one is refused here rather than producing XML nobody can parse.
-bool is_xml_name(std::string_view name) {
-  if (name.empty()) return false;
-  auto start_ok = [](unsigned char c) { return std::isalpha(c) || c == '_' || c >= 0x80; };
-  auto rest_ok = [&](unsigned char c) { return start_ok(c) || std::isdigit(c) || c == '-' || c == '.'; };
-  if (!start_ok(static_cast<unsigned char>(name[0]))) return false;
-  for (char c : name.substr(1)) {
-    if (!rest_ok(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
-}
 
 // A string field, absent or null as nullopt; anything else is the sender's mistake.
 Result<std::optional<std::string>> string_field(const json& obj, const char* key, const std::string& where) {

@@ -872,6 +872,23 @@ TEST(FindCaseBlocks, V2BlockWithoutCaseIdIsSkippedAndAnEmptyOneRefused) {
   EXPECT_EQ(empty.error().message, "case block 1 (line 1): case_id must not be empty");
 }
 
+// Found by fuzzing (tests/fuzz/regressions/case_blocks): pugixml reads <:1:foo/> as an element,
+// and its local name "1:foo" became a property that render_case_xml wrote as XML no one parses.
+TEST(FindCaseBlocks, ElementNameThatIsNotAnXmlNameIsAnError) {
+  const std::string v2 = R"(<data><case xmlns="http://commcarehq.org/case/transaction/v2" case_id="c1">
+  <update><:1:foo/><ok>1</ok></update></case></data>)";
+  auto r = blocks_of(v2);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message,
+            "case block 1 (case_id \"c1\", line 1): property name \"1:foo\" (line 2) is not a valid XML name");
+  r = blocks_of(R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="c1"><index><p:1 case_type="t">h</p:1></index></case>)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("index name \"1\""), std::string::npos) << r.error().message;
+  r = blocks_of(R"(<case xmlns="http://commcarehq.org/case/transaction/v2" case_id="c1"><attachment><a:b:c src="x" from="local"/></attachment></case>)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("attachment name \"b:c\""), std::string::npos) << r.error().message;
+}
+
 TEST(FindCaseBlocks, V1BlockWithEmptyCaseIdIsAnError) {
   auto blocks = blocks_of("<f xmlns='urn:form'>\n<case><case_id/><update><a>1</a></update></case></f>");
   ASSERT_FALSE(blocks.ok());
