@@ -46,9 +46,6 @@ std::string format_line(std::string_view ts, const std::string& event, const nlo
 
 namespace {
 
-// How long writes must go through after a failure before the journal is told they work again.
-constexpr auto kTroubleOver = std::chrono::seconds(2);
-
 // Appends all of `data` (write() may take less than it is given): 0, or the errno of the
 // failure, after which the file is as it was before (a part of a batch written before the
 // disk filled is cut off again, so no torn line is left for the next one to run into).
@@ -183,16 +180,13 @@ void EventLog::write_pending_locked() {
                                                      {"error", lost_error_}}));
   }
   const int err = append_whole(fd_, pending);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = FailureRun::Clock::now();
   if (err == 0) {
     lost_lines_ = 0;
-    // A nearly full disk takes a small batch into a block's last bytes and refuses the next:
-    // the trouble is over once writes have gone through for a while, not at the first one.
-    if (trouble_ && now - last_failure_ >= kTroubleOver) {
+    if (trouble_.succeeded(now)) {
       spdlog::warn("event log {}: writing again; {} event line(s) emitted since {} were lost ({}); log.lines_lost "
                    "lines in the file mark the gaps",
                    path_, trouble_lines_, format_iso8601(trouble_since_), lost_error_);
-      trouble_ = false;
     }
     return;
   }
@@ -201,9 +195,7 @@ void EventLog::write_pending_locked() {
   if (lost_lines_ == 0) lost_since_ = now_micros();
   lost_lines_ += lines;
   lost_error_ = std::strerror(err);
-  last_failure_ = now;
-  if (!trouble_) {
-    trouble_ = true;
+  if (trouble_.failed(now)) {
     trouble_since_ = lost_since_;
     trouble_lines_ = 0;
     spdlog::error("event log {}: cannot write ({}): event lines are dropped until writes succeed, which is tried "

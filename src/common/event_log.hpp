@@ -30,6 +30,7 @@
 #include <string_view>
 #include <thread>
 
+#include "common/failure_run.hpp"
 #include "repeaterd/result.hpp"
 #include "repeaterd/time.hpp"
 
@@ -81,14 +82,13 @@ class EventLog {
   int fd_ = -1;        // GUARDED_BY(file_mu_)
   // GUARDED_BY(file_mu_): lines dropped since the last line written, since when, and why (the
   // next log.lines_lost line); and the run of failures the journal was told of (told again
-  // when writes have gone through for a while).
+  // when writes have gone through for 2 s), with when it began and the lines it lost.
   std::uint64_t lost_lines_ = 0;
   Micros lost_since_ = 0;
   std::string lost_error_;
-  bool trouble_ = false;
+  FailureRun trouble_{std::chrono::seconds(2)};
   Micros trouble_since_ = 0;
   std::uint64_t trouble_lines_ = 0;
-  std::chrono::steady_clock::time_point last_failure_;
   std::mutex mu_;
   std::condition_variable wake_;
   std::string buffer_;     // GUARDED_BY(mu_): whole lines not yet written

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
-#include <vector>
 
 #include "common/text.hpp"
 #include "common/text_position.hpp"
@@ -143,8 +142,11 @@ Status check_untrusted_json(std::string_view text) {
       // nlohmann reports a number past a double's range as out_of_range 406, not as the
       // parse_error its callers catch, and without a position: refuse it here, with one.
       std::size_t end = i;
-      while (end < text.size() && is_number_char(text[end])) ++end;
-      if (std::isinf(std::strtod(std::string(text.substr(i, end - i)).c_str(), nullptr))) {
+      bool exponent = false;
+      for (; end < text.size() && is_number_char(text[end]); ++end) exponent |= text[end] == 'e' || text[end] == 'E';
+      // Without an exponent, a number of at most 308 characters is below 10^308 < DBL_MAX:
+      // only the rest (rare) is worth converting.
+      if ((exponent || end - i > 308) && std::isinf(std::strtod(std::string(text.substr(i, end - i)).c_str(), nullptr))) {
         return make_error("the JSON has a number too large for a double (about 1.8e308 at most) at " + at(text, i));
       }
       i = end - 1;

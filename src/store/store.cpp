@@ -183,8 +183,6 @@ struct TransactionLost : std::runtime_error {
 };
 
 constexpr auto kFaultReportEvery = std::chrono::seconds(60);
-// How long commits must succeed after a failure before the journal is told they work again.
-constexpr auto kFaultOver = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -262,32 +260,29 @@ void Store::writer_loop() {
 }
 
 void Store::note_batch(const Status& commit) {
-  const auto now = std::chrono::steady_clock::now();
-  const auto seconds = [&] { return std::chrono::duration_cast<std::chrono::seconds>(now - fault_since_).count(); };
+  const auto now = FailureRun::Clock::now();
+  const auto seconds = [&] { return std::chrono::duration_cast<std::chrono::seconds>(now - failing_.since()).count(); };
   if (commit.ok()) {
-    // A nearly full disk takes a small commit into a block's last bytes and refuses the next:
-    // the trouble is over once commits have gone through for a while, not at the first one.
-    if (failed_batches_ > 0 && now - last_failure_ >= kFaultOver) {
+    const std::uint64_t failed = failing_.failures();
+    if (failing_.succeeded(now)) {
       spdlog::warn("store: commits succeed again, after {} failed batch(es) over {} s; what was held has been stored",
-                   failed_batches_, seconds());
-      failed_batches_ = 0;
+                   failed, seconds());
     }
     return;
   }
   // One line when the trouble starts, then one a minute while it lasts: a full disk fails
   // every batch, and the journal must not fill up with them.
-  if (failed_batches_ == 0) {
-    fault_since_ = last_fault_report_ = now;
+  if (!failing_.active()) {
+    last_fault_report_ = now;
     spdlog::error("store: {}. Until commits succeed, submissions are answered 503 with Retry-After, attempt "
                   "outcomes are held in memory and retried, and nothing acknowledged is touched",
                   commit.error().message);
   } else if (now - last_fault_report_ >= kFaultReportEvery) {
     last_fault_report_ = now;
-    spdlog::error("store: still failing: {} batch(es) in {} s; the latest: {}", failed_batches_, seconds(),
+    spdlog::error("store: still failing: {} batch(es) in {} s; the latest: {}", failing_.failures(), seconds(),
                   commit.error().message);
   }
-  ++failed_batches_;
-  last_failure_ = now;
+  failing_.failed(now);
 }
 
 int Store::wal_hook(void* self, sqlite3* db, const char* name, int pages) {

@@ -25,6 +25,7 @@
 
 #include "repeaterd/result.hpp"
 #include "repeaterd/time.hpp"
+#include "common/failure_run.hpp"
 #include "store/notification.hpp"
 #include "store/owner_lock.hpp"
 
@@ -357,9 +358,10 @@ class Store {
   std::deque<Pending> queue_;  // GUARDED_BY(mu_)
   bool stopping_ = false;      // GUARDED_BY(mu_)
   std::uint64_t batches_ = 0, jobs_ = 0;  // GUARDED_BY(mu_)
-  // Writer thread only: the current run of failed batches, and whether checkpoints fail.
-  std::uint64_t failed_batches_ = 0;
-  std::chrono::steady_clock::time_point fault_since_, last_fault_report_, last_failure_;
+  // Writer thread only: the current run of failed batches (over once commits have succeeded
+  // for 2 s), when it was last reported, and whether checkpoints fail.
+  FailureRun failing_{std::chrono::seconds(2)};
+  FailureRun::Clock::time_point last_fault_report_;
   bool checkpoint_failing_ = false;
   std::thread writer_;
 };
