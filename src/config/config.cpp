@@ -4,6 +4,7 @@
 #include "repeaterd/config.hpp"
 
 #include <arpa/inet.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cctype>
 #include <filesystem>
 #include <limits>
+#include <sstream>
 #include <utility>
 
 #include "common/encoding.hpp"
@@ -947,10 +949,50 @@ bool tab_indented(const std::string& text, int line) {
   return false;
 }
 
+// Where each document of a YAML stream starts; nothing else is kept.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// yaml-cpp 0.7 (Debian 12) never returns from LoadAll on a token no node can start with, such as
+// a ',' outside [...] or {...} (jbeder/yaml-cpp#1040, found by fuzz_config): its parser hands
+// out the same empty document at that token forever without consuming it. Walking the documents
+// with the event parser first, two documents starting at the same place mean that; it is a
+// syntax error at that place. A stream that passes is finite, and LoadAll then returns.
+std::optional<YAML::Mark> stuck_at(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts documents;
+  while (parser.HandleNextDocument(documents)) {
+    const auto& s = documents.starts;
+    if (s.size() >= 2 && s[s.size() - 1].pos == s[s.size() - 2].pos) return s.back();
+  }
+  return std::nullopt;
+}
+
 // Parses the text into one document, reporting syntax errors. Null when there is none.
 std::optional<YAML::Node> parse(const std::string& text, Reporter& reporter) {
   std::vector<YAML::Node> docs;
   try {
+    if (const auto at = stuck_at(text)) {
+      const auto pos = static_cast<std::size_t>(at->pos);
+      const char c = pos < text.size() ? text[pos] : ' ';
+      std::string message = "YAML syntax error: no value can start with ";
+      message += (c == ',' || c == ']' || c == '}') ? std::string("'") + c + "' outside [...] or {...}"
+                                                     : "what is here";
+      reporter.error(*at, message);
+      return std::nullopt;
+    }
     docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
     std::string message = "YAML syntax error: " + e.msg;

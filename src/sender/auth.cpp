@@ -517,8 +517,20 @@ Result<OAuthToken> parse_token_response(int status, std::string_view reason, std
       return make_error(prefix + " with token_type " + excerpt(type->dump(), 50) + "; only bearer tokens are supported");
     }
   }
+  // RFC 6750 §2.1: the token goes into "Authorization: Bearer TOKEN", whose b64token syntax is
+  // visible ASCII. A control character (CR/LF above all) would split the header; a space or a
+  // byte past 0x7E would be refused by the receiver. The token itself is never quoted.
+  const std::string& value = access_token->get_ref<const std::string&>();
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c < 0x21 || c > 0x7E) {
+      return make_error(prefix + " with an access_token that cannot go in an Authorization header (byte " +
+                        std::to_string(i + 1) + " of " + std::to_string(value.size()) +
+                        " is not visible ASCII); is token_url the token endpoint?");
+    }
+  }
   OAuthToken token;
-  token.access_token = access_token->get<std::string>();
+  token.access_token = value;
   if (const auto expires = json.find("expires_in"); expires != json.end()) token.expires_in_s = expires_in_from(*expires);
   return token;
 }

@@ -364,6 +364,17 @@ TEST(ParseTokenResponse, BadSuccessBodies) {
   t = parse_token_response(200, "OK", R"({"access_token":42})");
   ASSERT_FALSE(t);
 
+  // Found by fuzz_oauth_token: a token with CR/LF went into our Authorization header.
+  for (const char* body : {R"({"access_token":"sec\r\nX-Injected: 1"})", R"({"access_token":"sec ret"})",
+                           R"({"access_token":"sec\u00e9"})", R"({"access_token":"sec\u0000"})"}) {
+    t = parse_token_response(200, "OK", body);
+    ASSERT_FALSE(t) << body;
+    EXPECT_NE(t.error().message.find("Authorization header"), std::string::npos) << t.error().message;
+    EXPECT_EQ(t.error().message.find("sec"), std::string::npos) << t.error().message;
+  }
+  t = parse_token_response(200, "OK", R"({"access_token":"eyJhbGc.eyJzdWIi-_~+/.sig=="})");
+  ASSERT_TRUE(t) << t.error().message;
+
   t = parse_token_response(200, "OK", R"({"access_token":"a","token_type":"mac"})");
   ASSERT_FALSE(t);
   EXPECT_NE(t.error().message.find("mac"), std::string::npos) << t.error().message;

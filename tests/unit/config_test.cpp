@@ -384,6 +384,13 @@ TEST(ConfigReport, OnlyOneDocument) {
   EXPECT_TRUE(only_error(r, 11, 1, "only one YAML document"));
 }
 
+// Found by fuzz_config: yaml-cpp 0.7's LoadAll never returned on a stray ','.
+TEST(ConfigReport, StrayCommaIsASyntaxErrorNotAHang) {
+  EXPECT_TRUE(only_error(load(","), 1, 1, "no value can start with ',' outside [...] or {...}"));
+  EXPECT_TRUE(only_error(load("listen: {}\n---\n  ,\n"), 3, 3, "no value can start with ','"));
+  EXPECT_TRUE(only_error(load("listen:\n  port: 8080\n,\n"), 3, 1, "end of map not found"));
+}
+
 TEST(ConfigReport, WarningsDoNotPreventLoading) {
   const LoadResult r = load(kTokens +
                             "connections:\n  - name: c\n    url: https://x.org/\n"
