@@ -293,14 +293,24 @@ int Store::wal_hook(void* self, sqlite3* db, const char* name, int pages) {
   constexpr int kCheckpointPages = 1000;  // SQLite's default wal_autocheckpoint
   if (pages < kCheckpointPages) return SQLITE_OK;
   auto* store = static_cast<Store*>(self);
+  // While checkpoints fail, each try still copies every page that fits the database file before
+  // failing at the first one past its end: try again at most once a second, not at every commit.
+  constexpr Micros kFailingRetry = 1'000'000;
+  const Micros now = now_micros();
+  if (store->checkpoint_failing_ && now - store->checkpoint_failed_at_ < kFailingRetry) return SQLITE_OK;
   const int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
     if (!store->checkpoint_failing_) {
-      spdlog::warn("store: the WAL checkpoint could not copy {} WAL page(s) into {}: {} (system error {}); nothing "
-                   "committed is lost, the -wal file keeps growing until a checkpoint succeeds",
-                   pages, store->options_.path, sqlite3_errmsg(db), sqlite3_system_errno(db));
+      // A full disk is SQLITE_FULL with no system error: say one only when there is one.
+      const int sys = sqlite3_system_errno(db);
+      spdlog::warn("store: a WAL checkpoint (the -wal file holds {} frame(s)) could not write into {}: {}{}; nothing "
+                   "committed is lost: commits go on in the space the -wal file has, and the checkpoint is tried "
+                   "again each second while commits come",
+                   pages, store->options_.path, sqlite3_errmsg(db),
+                   sys != 0 ? " (system error " + std::to_string(sys) + ")" : std::string());
     }
     store->checkpoint_failing_ = true;
+    store->checkpoint_failed_at_ = now;
   } else if (rc == SQLITE_OK && store->checkpoint_failing_) {
     store->checkpoint_failing_ = false;
     spdlog::info("store: WAL checkpoints succeed again");

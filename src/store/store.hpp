@@ -363,6 +363,7 @@ class Store {
   FailureRun failing_{std::chrono::seconds(2)};
   FailureRun::Clock::time_point last_fault_report_;
   bool checkpoint_failing_ = false;
+  Micros checkpoint_failed_at_ = 0;  // the last failed try, while failing
   std::thread writer_;
 };
 
