@@ -25,6 +25,8 @@
 #include <system_error>
 #include <type_traits>
 
+#include "ingest/beast_request.hpp"
+
 namespace repeaterd::ingest {
 
 namespace asio = boost::asio;
@@ -269,16 +271,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         break;
       }
       auto& req = parser.get();
-      Answered answered{std::string(req.method_string()), std::string(req.target())};
-      IncomingRequest in;
-      in.method = answered.method;
-      in.target = answered.target;
-      in.authorization = std::string(req[http::field::authorization]);
-      in.content_type = std::string(req[http::field::content_type]);
-      in.openrosa_version = std::string(req["X-OpenRosa-Version"]);
-      in.body = std::move(req.body());
-      in.remote = remote;
-      in.remote_address = remote_address;
+      IncomingRequest in = incoming_request(req, remote, remote_address);
+      Answered answered{in.method, in.target};
       const unsigned version = req.version();
       const bool keep_alive = req.keep_alive();
       // A handler that throws (a bug, or a library refusing odd input) costs this request a 500,

@@ -18,6 +18,7 @@
 
 #include "common/event_log.hpp"
 #include "fuzz.hpp"
+#include "ingest/beast_request.hpp"
 #include "ingest/receiver.hpp"
 #include "repeaterd/config.hpp"
 #include "store/store.hpp"
@@ -111,15 +112,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!parser.is_done()) return 0;  // the server answers these itself (400, 413, 431)
 
   auto& req = parser.get();
-  ingest::IncomingRequest in;
-  in.method = std::string(req.method_string());
-  in.target = std::string(req.target());
-  in.authorization = std::string(req[http::field::authorization]);
-  in.content_type = std::string(req[http::field::content_type]);
-  in.openrosa_version = std::string(req["X-OpenRosa-Version"]);
-  in.body = std::move(req.body());
-  in.remote = "127.0.0.1:40000";
-  in.remote_address = "127.0.0.1";
+  ingest::IncomingRequest in = ingest::incoming_request(req, "127.0.0.1:40000", "127.0.0.1");
 
   bool done = false;
   std::string thrown;
