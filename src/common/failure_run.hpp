@@ -21,6 +21,7 @@ class FailureRun {
   bool active() const { return failures_ > 0; }
   std::uint64_t failures() const { return failures_; }  // in the current run
   Clock::time_point since() const { return since_; }    // the run's first failure
+  Clock::time_point last() const { return last_; }      // its latest failure
 
   // A failure at `now`; true when it starts a run.
   bool failed(Clock::time_point now) {

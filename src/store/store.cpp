@@ -295,12 +295,13 @@ int Store::wal_hook(void* self, sqlite3* db, const char* name, int pages) {
   auto* store = static_cast<Store*>(self);
   // While checkpoints fail, each try still copies every page that fits the database file before
   // failing at the first one past its end: try again at most once a second, not at every commit.
-  constexpr Micros kFailingRetry = 1'000'000;
-  const Micros now = now_micros();
-  if (store->checkpoint_failing_ && now - store->checkpoint_failed_at_ < kFailingRetry) return SQLITE_OK;
+  constexpr auto kFailingRetry = std::chrono::seconds(1);
+  FailureRun& failing = store->checkpoint_failing_;
+  const auto now = FailureRun::Clock::now();
+  if (failing.active() && now - failing.last() < kFailingRetry) return SQLITE_OK;
   const int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-    if (!store->checkpoint_failing_) {
+    if (failing.failed(now)) {
       // A full disk is SQLITE_FULL with no system error: say one only when there is one.
       const int sys = sqlite3_system_errno(db);
       spdlog::warn("store: a WAL checkpoint (the -wal file holds {} frame(s)) could not write into {}: {}{}; nothing "
@@ -309,10 +310,7 @@ int Store::wal_hook(void* self, sqlite3* db, const char* name, int pages) {
                    pages, store->options_.path, sqlite3_errmsg(db),
                    sys != 0 ? " (system error " + std::to_string(sys) + ")" : std::string());
     }
-    store->checkpoint_failing_ = true;
-    store->checkpoint_failed_at_ = now;
-  } else if (rc == SQLITE_OK && store->checkpoint_failing_) {
-    store->checkpoint_failing_ = false;
+  } else if (rc == SQLITE_OK && failing.succeeded(now)) {
     spdlog::info("store: WAL checkpoints succeed again");
   }
   return SQLITE_OK;

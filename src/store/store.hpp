@@ -359,11 +359,11 @@ class Store {
   bool stopping_ = false;      // GUARDED_BY(mu_)
   std::uint64_t batches_ = 0, jobs_ = 0;  // GUARDED_BY(mu_)
   // Writer thread only: the current run of failed batches (over once commits have succeeded
-  // for 2 s), when it was last reported, and whether checkpoints fail.
+  // for 2 s), when it was last reported, and the run of failed checkpoints (over at the first
+  // checkpoint that succeeds).
   FailureRun failing_{std::chrono::seconds(2)};
   FailureRun::Clock::time_point last_fault_report_;
-  bool checkpoint_failing_ = false;
-  Micros checkpoint_failed_at_ = 0;  // the last failed try, while failing
+  FailureRun checkpoint_failing_{FailureRun::Clock::duration::zero()};
   std::thread writer_;
 };
 

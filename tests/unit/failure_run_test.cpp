@@ -20,6 +20,7 @@ TEST(FailureRun, StartsAtTheFirstFailureAndEndsAfterSuccessesHaveSettled) {
   // A success soon after the last failure (a nearly full disk's last bytes) ends nothing.
   EXPECT_FALSE(run.succeeded(t0 + milliseconds(500)));
   EXPECT_FALSE(run.failed(t0 + milliseconds(600)));
+  EXPECT_EQ(run.last(), t0 + milliseconds(600));
   EXPECT_FALSE(run.succeeded(t0 + milliseconds(2599)));
   EXPECT_TRUE(run.active());
   EXPECT_TRUE(run.succeeded(t0 + milliseconds(2600)));
@@ -29,6 +30,15 @@ TEST(FailureRun, StartsAtTheFirstFailureAndEndsAfterSuccessesHaveSettled) {
   EXPECT_TRUE(run.failed(t0 + milliseconds(9100)));
   EXPECT_EQ(run.failures(), 1u);
   EXPECT_EQ(run.since(), t0 + milliseconds(9100));
+}
+
+// With no settle time (the WAL checkpoint's run), the first success ends the run.
+TEST(FailureRun, WithoutSettleTheFirstSuccessEndsIt) {
+  FailureRun run(FailureRun::Clock::duration::zero());
+  const FailureRun::Clock::time_point t0{};
+  EXPECT_TRUE(run.failed(t0));
+  EXPECT_TRUE(run.succeeded(t0));
+  EXPECT_FALSE(run.active());
 }
 
 }  // namespace
