@@ -133,6 +133,18 @@ def unique_form(base: bytes | None = None) -> tuple[str, bytes]:
     return iid, form_with_id(iid, base)
 
 
+def padded_form(size: int, noise: bool = False) -> tuple[str, bytes]:
+    """A valid unique form of exactly `size` bytes, padded inside an element: with "x" bytes, or
+    with base64 of random bytes when `noise` (deflate saves little of that, so the stored form
+    takes about size / 4096 database pages)."""
+    iid, form = unique_form()
+    n = max(0, size - len(form) - len(b"<pad></pad>"))
+    filler = base64.b64encode(os.urandom(n))[:n] if noise else b"x" * n
+    out = form.replace(b"</question1>", b"</question1><pad>" + filler + b"</pad>", 1)
+    assert len(out) == size, (len(out), size)
+    return iid, out
+
+
 def instance_id_of(body: bytes) -> str | None:
     m = INSTANCE_ID_RE.search(body)
     return m.group(2).decode() if m else None

@@ -25,8 +25,6 @@ that the test fills with a filler file at the moment it chooses and frees by del
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 import sys
 import threading
@@ -34,7 +32,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import DaemonTestCase, Reply, connection, repeater, unique_form, wait_until
+from harness import DaemonTestCase, Reply, connection, padded_form, repeater, unique_form, wait_until
 from smtp_server import SmtpServer
 
 FULL_REASON = r"disk holding the queue database is full"
@@ -60,14 +58,6 @@ print("reading", flush=True)
 sys.stdin.read()
 c.execute("COMMIT")
 """
-
-
-def random_form(size: int = 200_000) -> tuple[str, bytes]:
-    """A unique form carrying about `size` bytes of base64 noise: deflate saves little of it,
-    so each one takes about size / 4096 database pages."""
-    iid, form = unique_form()
-    pad = base64.b64encode(os.urandom(size * 3 // 4))
-    return iid, form.replace(b"</question1>", b"</question1><pad>" + pad + b"</pad>", 1)
 
 
 def wal_checkpoints(db: Path) -> int:
@@ -307,7 +297,7 @@ class WalCheckpointDiskFullTest(DaemonTestCase):
         acked: set[str] = set()
 
         def submit_ok() -> None:
-            iid, form = random_form()
+            iid, form = padded_form(200_000, noise=True)
             self.assertSubmitted(d.submit(form), 201, records=1)
             acked.add(iid)
 
@@ -350,7 +340,7 @@ class WalCheckpointDiskFullTest(DaemonTestCase):
         warned = lambda: [l for l in d.stderr_text().splitlines() if warn in l]
         before_warn, after_warn, rejected = 0, 0, []
         for _ in range(100):
-            iid, form = random_form()
+            iid, form = padded_form(200_000, noise=True)
             resp = d.submit(form, timeout=30)
             if resp.status == 201:
                 acked.add(iid)

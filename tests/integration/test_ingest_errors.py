@@ -14,20 +14,11 @@ import unittest
 from pathlib import Path
 
 from harness import (SharedDaemonTest, OTHER_TOKEN, SOURCE_DIR, TOKEN, Daemon, DaemonTestCase, Endpoint,
-                     binary, connection, free_port, make_config, multipart, repeater, seed_form, submit,
-                     to_yaml, unique_form)
+                     binary, connection, free_port, make_config, multipart, padded_form, repeater, seed_form,
+                     submit, to_yaml, unique_form)
 
 MAX_BODY = 1024 * 1024
 MAX_HEADER = 16 * 1024
-
-
-def padded_form(size: int) -> tuple[str, bytes]:
-    """A valid unique form of exactly size bytes (padding inside an element)."""
-    iid, form = unique_form()
-    filler = b"x" * max(0, size - len(form) - len(b"<pad></pad>"))
-    out = form.replace(b"</question1>", b"</question1><pad>" + filler + b"</pad>", 1)
-    assert len(out) == size, (len(out), size)
-    return iid, out
 
 
 def read_until_closed(s: socket.socket) -> bytes:
